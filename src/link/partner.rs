@@ -1,0 +1,1477 @@
+//! The partner task: everything about one partner, in one task.
+//!
+//! # Driving it
+//!
+//! [`PartnerTask::run`] loops over its inputs until its command channel closes or a
+//! `Shutdown` command arrives:
+//! - commands from handles ([`Command`]): open/close viewing sessions, policy and TLS
+//!   changes, links established by the accept loop;
+//! - internal events ([`Event`]) from helpers it spawned: a dial's outcome, a cold
+//!   camera's description, a keyframe request of an imported channel. Each carries
+//!   the connection generation it belongs to; stale ones are ignored;
+//! - on the live connection: control messages, datagrams, media streams, and the ends
+//!   of outgoing flows reported by the sender task;
+//! - timers: the next dial, the RTT sample, the peer certificate's expiry.
+//!
+//! # States
+//!
+//! ```text
+//!            dial timer / accepted link
+//!   Down ─────────────────────────────────► Live(generation n)
+//!    ▲  ◄── connection lost / closed ───────┘   (re-dial after back-off if we dial)
+//! ```
+//!
+//! Viewing sessions of our users ([`LocalView`]) live across connections:
+//! `Waiting` (needs its camera's stream) → `Asked` (ViewOpen sent) → `Open`; a drop
+//! puts `Open` sessions back to `Waiting` (state `Reconnecting`) and ends those still
+//! being opened for the first time. Everything else (streams both ways, the peer's
+//! sessions on our cameras) belongs to one connection and ends with it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use metrics::{Counter, Gauge};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::backoff::Backoff;
+use super::close::{LinkCloseCode, describe_close_code};
+use super::flow::{self, InFlow, MediaError, OutFlowEnd, OutFlowStart};
+use super::settings::PartnerLink;
+use super::{Context, EstablishError, Established, LinkStatus, ViewEnd, ViewState, establish};
+use crate::channel::{Channel, SinkLabel};
+use crate::control::{
+    ControlReader, ControlStreamError, ErrorCode, Feature, FlowId, Message, RequestId, StreamEnded,
+    Subscribe, SubscribeError, SubscribeOk, ViewAnswer, ViewId, ViewOpen,
+};
+use crate::ids::{CameraId, SiteId};
+use crate::media::StreamInfo;
+use crate::policy::ViewingSession;
+use crate::roq;
+use crate::tls::{self, Direction};
+
+/// Control messages queued for the writer before the peer counts as not reading.
+const CONTROL_BACKLOG: usize = 4096;
+
+/// Packets from media streams queued for the partner task.
+const STREAM_MEDIA_BACKLOG: usize = 1024;
+
+/// How often the RTT gauge is sampled.
+const RTT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Least time between two log lines about dropped received packets.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What handles and the accept loop ask of a partner task.
+pub(crate) enum Command {
+    OpenView {
+        key: u64,
+        /// The provider's id.
+        camera: CameraId,
+        /// Our id (prefix included).
+        local_camera: CameraId,
+        session: ViewingSession,
+        reply: oneshot::Sender<Result<(), ErrorCode>>,
+        state: watch::Sender<ViewState>,
+    },
+    CloseView {
+        key: u64,
+    },
+    PolicyChanged,
+    TlsReloaded,
+    Send(Message),
+    Established(Box<Established>),
+    Shutdown,
+}
+
+/// What helper tasks report back.
+enum Event {
+    Dialled(Result<Box<Established>, String>),
+    StreamReady {
+        generation: u64,
+        camera: CameraId,
+        flow_id: FlowId,
+        info: Option<StreamInfo>,
+    },
+    KeyframeWanted {
+        generation: u64,
+        flow_id: FlowId,
+    },
+}
+
+/// One thing the loop woke up for.
+enum Input {
+    Command(Option<Command>),
+    Event(Event),
+    Control(Result<Option<Message>, ControlStreamError>),
+    Datagram(Result<Bytes, quinn::ConnectionError>),
+    MediaStream(Result<quinn::RecvStream, quinn::ConnectionError>),
+    StreamMedia(u64, Bytes),
+    FlowEnded(FlowId, OutFlowEnd),
+    Dial,
+    Rtt,
+    CertificateExpiry,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ViewPhase {
+    /// Needs its camera's stream on the live link (or a live link).
+    Waiting,
+    /// `ViewOpen` sent on the live link, no answer yet.
+    Asked,
+    /// Allowed.
+    Open,
+}
+
+/// A viewing session of one of our users on the partner's camera.
+struct LocalView {
+    camera: CameraId,
+    local_camera: CameraId,
+    session: ViewingSession,
+    /// Present until the first answer: the caller of `open_view` waits on it.
+    reply: Option<oneshot::Sender<Result<(), ErrorCode>>>,
+    state: watch::Sender<ViewState>,
+    phase: ViewPhase,
+}
+
+/// A camera we import on the live link.
+struct Import {
+    channel: Channel,
+    state: ImportState,
+}
+
+enum ImportState {
+    Subscribing(RequestId),
+    Active {
+        flow_id: FlowId,
+        keyframes: JoinHandle<()>,
+    },
+}
+
+/// A camera we provide on the live link.
+struct Provided {
+    flow_id: FlowId,
+    channel: Channel,
+    /// Known once the camera has described its stream.
+    info: Option<StreamInfo>,
+    /// Subscribe requests waiting for `info`.
+    waiting: Vec<RequestId>,
+    /// The peer's allowed viewing sessions on it.
+    views: Vec<ViewId>,
+    /// Set while packets flow: dropping the sender stops the flow.
+    running: Option<(oneshot::Sender<()>, Arc<Notify>)>,
+}
+
+/// A viewing session the peer opened on one of our cameras, allowed.
+struct PeerView {
+    camera: CameraId,
+    session: ViewingSession,
+}
+
+/// The live connection and everything that ends with it.
+struct Live {
+    generation: u64,
+    connection: quinn::Connection,
+    direction: Direction,
+    /// The features the peer declared in its `Hello`.
+    features: Vec<Feature>,
+    /// Unix seconds at which the peer certificate expires.
+    not_after: i64,
+    reader: ControlReader<quinn::RecvStream>,
+    writer: mpsc::Sender<Message>,
+    got_catalog: bool,
+    // Importing.
+    imports: HashMap<CameraId, Import>,
+    requests: HashMap<RequestId, CameraId>,
+    in_flows: HashMap<u64, (InFlow, CameraId)>,
+    next_request: u64,
+    // Providing.
+    provided: HashMap<CameraId, Provided>,
+    provided_ids: HashMap<FlowId, CameraId>,
+    peer_views: HashMap<ViewId, PeerView>,
+    next_flow: u64,
+    sender: mpsc::UnboundedSender<OutFlowStart>,
+    flow_ended: mpsc::UnboundedReceiver<(FlowId, OutFlowEnd)>,
+    stream_media_tx: mpsc::Sender<(u64, Bytes)>,
+    stream_media: mpsc::Receiver<(u64, Bytes)>,
+    tasks: Vec<JoinHandle<()>>,
+    last_drop_log: Option<Instant>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for import in self.imports.values() {
+            if let ImportState::Active { keyframes, .. } = &import.state {
+                keyframes.abort();
+            }
+        }
+    }
+}
+
+/// Received packets dropped, by reason.
+struct DropCounters {
+    unknown_flow: Counter,
+    malformed: Counter,
+    backlog: Counter,
+}
+
+pub(crate) struct PartnerTask {
+    id: SiteId,
+    label: Arc<str>,
+    addresses: bool,
+    partner: PartnerLink,
+    context: Arc<Context>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedReceiver<Event>,
+    status: watch::Sender<LinkStatus>,
+    backoff: Backoff,
+    next_dial: Option<Instant>,
+    dialling: bool,
+    generation: u64,
+    live: Option<Live>,
+    views: BTreeMap<u64, LocalView>,
+    connected: Gauge,
+    rtt: Gauge,
+    drops: DropCounters,
+}
+
+impl PartnerTask {
+    pub(crate) fn new(
+        partner: PartnerLink,
+        context: Arc<Context>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        status: watch::Sender<LinkStatus>,
+    ) -> Self {
+        let label: Arc<str> = Arc::from(partner.id.as_str());
+        let peer = label.to_string();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let settings = &context.settings;
+        let connected = metrics::gauge!("passerelle_peer_connected", "peer" => peer.clone());
+        connected.set(0.0);
+        let dropped = |reason: &'static str| metrics::counter!("passerelle_link_received_dropped_total", "peer" => peer.clone(), "reason" => reason);
+        PartnerTask {
+            id: partner.id.clone(),
+            addresses: !partner.addresses.is_empty(),
+            backoff: Backoff::new(settings.reconnect_min, settings.reconnect_max),
+            next_dial: (!partner.addresses.is_empty()).then(Instant::now),
+            dialling: false,
+            generation: 0,
+            live: None,
+            views: BTreeMap::new(),
+            rtt: metrics::gauge!("passerelle_peer_rtt_seconds", "peer" => peer.clone()),
+            drops: DropCounters {
+                unknown_flow: dropped("unknown_flow"),
+                malformed: dropped("malformed"),
+                backlog: dropped("backlog"),
+            },
+            connected,
+            label,
+            partner,
+            context,
+            commands,
+            events_tx,
+            events,
+            status,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut rtt = tokio::time::interval(RTT_INTERVAL);
+        rtt.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let input = self.next_input(&mut rtt).await;
+            match input {
+                Input::Command(None) | Input::Command(Some(Command::Shutdown)) => break,
+                Input::Command(Some(command)) => self.handle_command(command),
+                Input::Event(event) => self.handle_event(event),
+                Input::Control(Ok(Some(message))) => self.handle_control(message),
+                Input::Control(Ok(None)) => {
+                    self.close_live(
+                        LinkCloseCode::ControlStreamEnded,
+                        "the peer ended the control stream",
+                    );
+                }
+                Input::Control(Err(ControlStreamError::Frame(error))) => {
+                    let why = format!("malformed control message: {error}");
+                    self.close_live(LinkCloseCode::MalformedControl, &why);
+                }
+                Input::Control(Err(ControlStreamError::Io(error))) => self.lost(&error.to_string()),
+                Input::Datagram(Ok(datagram)) => self.handle_datagram(datagram),
+                Input::Datagram(Err(error)) => self.lost(&error.to_string()),
+                Input::MediaStream(Ok(recv)) => self.handle_media_stream(recv),
+                Input::MediaStream(Err(error)) => self.lost(&error.to_string()),
+                Input::StreamMedia(flow_id, packet) => self.handle_media(flow_id, packet),
+                Input::FlowEnded(flow_id, end) => self.handle_flow_ended(flow_id, end),
+                Input::Dial => self.start_dial(),
+                Input::Rtt => {
+                    if let Some(live) = &self.live {
+                        self.rtt.set(live.connection.rtt().as_secs_f64());
+                    }
+                }
+                Input::CertificateExpiry => self.recheck_identity(),
+            }
+        }
+        self.shutdown();
+    }
+
+    async fn next_input(&mut self, rtt: &mut tokio::time::Interval) -> Input {
+        let dial_at = match (&self.live, self.dialling, self.next_dial) {
+            (None, false, Some(at)) if self.addresses => Some(at),
+            _ => None,
+        };
+        let Some(live) = &mut self.live else {
+            return tokio::select! {
+                command = self.commands.recv() => Input::Command(command),
+                Some(event) = self.events.recv() => Input::Event(event),
+                _ = sleep_until(dial_at) => Input::Dial,
+            };
+        };
+        let expiry = expiry_instant(live.not_after);
+        let Live {
+            connection,
+            reader,
+            flow_ended,
+            stream_media,
+            ..
+        } = live;
+        tokio::select! {
+            command = self.commands.recv() => Input::Command(command),
+            Some(event) = self.events.recv() => Input::Event(event),
+            message = reader.read() => Input::Control(message),
+            datagram = connection.read_datagram() => Input::Datagram(datagram),
+            recv = connection.accept_uni() => Input::MediaStream(recv),
+            Some((flow_id, packet)) = stream_media.recv() => Input::StreamMedia(flow_id, packet),
+            Some((flow_id, end)) = flow_ended.recv() => Input::FlowEnded(flow_id, end),
+            _ = rtt.tick() => Input::Rtt,
+            _ = tokio::time::sleep_until(expiry) => Input::CertificateExpiry,
+        }
+    }
+
+    // ---- commands and events ----
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::OpenView {
+                key,
+                camera,
+                local_camera,
+                session,
+                reply,
+                state,
+            } => {
+                if self.live.is_none() {
+                    let _ = reply.send(Err(ErrorCode::CameraUnavailable));
+                    return;
+                }
+                if self.views.len() >= self.context.settings.max_views_per_link {
+                    let _ = reply.send(Err(ErrorCode::MaxStreams));
+                    return;
+                }
+                self.views.insert(
+                    key,
+                    LocalView {
+                        camera,
+                        local_camera,
+                        session,
+                        reply: Some(reply),
+                        state,
+                        phase: ViewPhase::Waiting,
+                    },
+                );
+                self.request_view(key);
+            }
+            Command::CloseView { key } => self.close_local_view(key),
+            Command::PolicyChanged => self.policy_changed(),
+            Command::TlsReloaded => self.recheck_identity(),
+            Command::Send(message) => {
+                if self.live.is_some() {
+                    self.send(message);
+                }
+            }
+            Command::Established(established) => self.install(*established),
+            // Handled by the loop.
+            Command::Shutdown => {}
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Dialled(Ok(established)) => {
+                self.dialling = false;
+                self.install(*established);
+            }
+            Event::Dialled(Err(error)) => {
+                self.dialling = false;
+                let delay = self.backoff.next_delay(rand::random());
+                self.next_dial = Some(Instant::now() + delay);
+                tracing::warn!(partner = %self.id, %error, retry_in = ?delay, "dialling partner failed");
+            }
+            Event::StreamReady {
+                generation,
+                camera,
+                flow_id,
+                info,
+            } => {
+                if self.generation == generation {
+                    self.stream_ready(&camera, flow_id, info);
+                }
+            }
+            Event::KeyframeWanted {
+                generation,
+                flow_id,
+            } => {
+                if self.generation == generation && self.live.is_some() {
+                    self.send(Message::KeyframeRequest { flow_id });
+                }
+            }
+        }
+    }
+
+    // ---- connection lifecycle ----
+
+    fn start_dial(&mut self) {
+        self.dialling = true;
+        self.next_dial = None;
+        let context = Arc::clone(&self.context);
+        let partner = self.partner.clone();
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = dial(&context, &partner).await.map(Box::new);
+            let _ = events.send(Event::Dialled(result));
+        });
+    }
+
+    /// Takes a link that passed identification and `Hello`.
+    fn install(&mut self, established: Established) {
+        let Established {
+            connection,
+            identity,
+            direction,
+            hello,
+            reader,
+            send,
+        } = established;
+        if let Some(live) = &self.live {
+            if !self.new_link_wins(live.direction, direction) {
+                tracing::info!(partner = %self.id, ?direction, "second link with partner closed (tie-break)");
+                LinkCloseCode::Duplicate.close(&connection);
+                return;
+            }
+            tracing::info!(partner = %self.id, ?direction, "new link replaces the current one");
+            LinkCloseCode::Duplicate.close(&live.connection);
+            self.drop_live("replaced by a new link", false);
+        }
+        self.generation += 1;
+        let settings = &self.context.settings;
+        let (writer, writer_rx) = mpsc::channel(CONTROL_BACKLOG);
+        let (sender, sender_rx) = mpsc::unbounded_channel();
+        let (ended_tx, flow_ended) = mpsc::unbounded_channel();
+        let (stream_media_tx, stream_media) = mpsc::channel(STREAM_MEDIA_BACKLOG);
+        let tasks = vec![
+            tokio::spawn(run_writer(send, settings.max_control_message, writer_rx)),
+            tokio::spawn(flow::run_sender(
+                connection.clone(),
+                settings.media_transport,
+                Arc::clone(&self.label),
+                Arc::from(settings.site.as_str()),
+                sender_rx,
+                ended_tx,
+            )),
+        ];
+        let remote = connection.remote_address();
+        tracing::info!(
+            partner = %self.id,
+            %remote,
+            ?direction,
+            certificate = %identity.certificate.sha256,
+            peer_policy_serial = ?hello.policy_serial,
+            features = ?hello.features,
+            "link up"
+        );
+        self.live = Some(Live {
+            generation: self.generation,
+            connection,
+            direction,
+            features: hello.features.clone(),
+            not_after: identity.certificate.not_after,
+            reader,
+            writer,
+            got_catalog: false,
+            imports: HashMap::new(),
+            requests: HashMap::new(),
+            in_flows: HashMap::new(),
+            next_request: 1,
+            provided: HashMap::new(),
+            provided_ids: HashMap::new(),
+            peer_views: HashMap::new(),
+            next_flow: 0,
+            sender,
+            flow_ended,
+            stream_media_tx,
+            stream_media,
+            tasks,
+            last_drop_log: None,
+        });
+        self.backoff.reset();
+        self.connected.set(1.0);
+        self.status.send_modify(|status| {
+            status.connected = true;
+            status.direction = Some(direction);
+            status.remote = Some(remote);
+            status.certificate_sha256 = Some(identity.certificate.sha256.clone());
+            status.since = Some(jiff::Timestamp::now());
+            status.peer_policy_serial = hello.policy_serial;
+            status.peer_catalog_len = 0;
+        });
+        let catalog = self.context.provider.catalog(&self.id, &hello.features);
+        self.send(Message::Catalog(catalog));
+        // Sessions that survived a drop are opened again.
+        let waiting: Vec<u64> = self.views.keys().copied().collect();
+        for key in waiting {
+            self.request_view(key);
+        }
+    }
+
+    /// The tie-break of the module doc: the link dialled by the smaller site id wins;
+    /// a new link dialled by the same side as the current one replaces it.
+    fn new_link_wins(&self, current: Direction, new: Direction) -> bool {
+        if current == new {
+            return true;
+        }
+        let we_are_smaller = self.context.settings.site < self.id;
+        // The winning link is the one we dialled iff we are the smaller site.
+        (new == Direction::Outbound) == we_are_smaller
+    }
+
+    /// Closes the live connection with `code` (a protocol error or a refusal).
+    fn close_live(&mut self, code: LinkCloseCode, why: &str) {
+        if let Some(live) = &self.live {
+            tracing::warn!(partner = %self.id, code = code.reason(), why, "closing link");
+            code.close(&live.connection);
+        }
+        self.drop_live(why, true);
+    }
+
+    /// The connection is gone (closed by the peer, timed out, reset).
+    fn lost(&mut self, error: &str) {
+        let reason = self
+            .live
+            .as_ref()
+            .and_then(|live| live.connection.close_reason())
+            .map(|reason| match reason {
+                quinn::ConnectionError::ApplicationClosed(close) => {
+                    describe_close_code(close.error_code.into_inner())
+                }
+                other => other.to_string(),
+            })
+            .unwrap_or_else(|| error.to_owned());
+        tracing::warn!(partner = %self.id, %reason, "link down");
+        self.drop_live(&reason, true);
+    }
+
+    /// Forgets the live connection: ends what belongs to it, keeps our open sessions
+    /// for the next one, and schedules a dial if we dial this partner.
+    fn drop_live(&mut self, why: &str, redial: bool) {
+        let Some(mut live) = self.live.take() else {
+            return;
+        };
+        for (_, view) in live.peer_views.drain() {
+            self.context.provider.close_view(
+                &self.id,
+                &view.camera,
+                &view.session,
+                ViewEnd::LinkDown,
+            );
+        }
+        let keys: Vec<u64> = self.views.keys().copied().collect();
+        for key in keys {
+            let Some(view) = self.views.get_mut(&key) else {
+                continue;
+            };
+            if view.reply.is_some() {
+                // Still opening for the first time: the caller gets its answer now.
+                self.end_local_view(key, ErrorCode::CameraUnavailable, false);
+            } else {
+                view.phase = ViewPhase::Waiting;
+                view.state.send_replace(ViewState::Reconnecting);
+            }
+        }
+        drop(live);
+        self.connected.set(0.0);
+        self.status
+            .send_modify(|status| *status = LinkStatus::down(self.id.clone()));
+        self.context.importer.catalog_changed(&self.id, &[]);
+        tracing::debug!(partner = %self.id, why, "link state dropped");
+        if redial && self.addresses {
+            let delay = self.backoff.next_delay(rand::random());
+            self.next_dial = Some(Instant::now() + delay);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(live) = &self.live {
+            LinkCloseCode::Shutdown.close(&live.connection);
+        }
+        if let Some(mut live) = self.live.take() {
+            for (_, view) in live.peer_views.drain() {
+                self.context.provider.close_view(
+                    &self.id,
+                    &view.camera,
+                    &view.session,
+                    ViewEnd::ShuttingDown,
+                );
+            }
+        }
+        for (_, view) in std::mem::take(&mut self.views) {
+            match view.reply {
+                Some(reply) => {
+                    let _ = reply.send(Err(ErrorCode::ShuttingDown));
+                }
+                None => {
+                    view.state
+                        .send_replace(ViewState::Ended(ErrorCode::ShuttingDown));
+                }
+            }
+        }
+        self.connected.set(0.0);
+        self.status
+            .send_modify(|status| *status = LinkStatus::down(self.id.clone()));
+    }
+
+    /// Identifies the peer again (TLS reload, certificate expiry); closes on refusal.
+    fn recheck_identity(&mut self) {
+        let Some(live) = &self.live else { return };
+        let tls = self.context.tls();
+        let result = tls::identify_connection(
+            &live.connection,
+            tls.peer_trust(),
+            live.direction,
+            rustls::pki_types::UnixTime::now(),
+        );
+        match result {
+            Ok(identity) if identity.site == self.id => {
+                if let Some(live) = &mut self.live {
+                    live.not_after = identity.certificate.not_after;
+                }
+            }
+            Ok(identity) => {
+                let why = format!("certificate now names {}", identity.site);
+                self.close_live(LinkCloseCode::WrongPeer, &why);
+            }
+            Err(refusal) => {
+                let code = refusal.close_code();
+                tracing::warn!(partner = %self.id, %refusal, "live link refused on re-check");
+                super::count_refusal(&self.label, code.reason());
+                live.connection
+                    .close(code.var_int(), code.reason().as_bytes());
+                self.drop_live(&refusal.to_string(), true);
+            }
+        }
+    }
+
+    // ---- control messages ----
+
+    /// Queues a message for the writer; a peer that stopped reading is closed.
+    fn send(&mut self, message: Message) {
+        let Some(live) = &self.live else { return };
+        match live.writer.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close_live(LinkCloseCode::ControlBacklog, "control backlog overflowed");
+            }
+            // The writer stopped on a stream error: the read side sees it too.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn handle_control(&mut self, message: Message) {
+        let Some(live) = &mut self.live else { return };
+        if !live.got_catalog {
+            if let Message::Catalog(cameras) = message {
+                live.got_catalog = true;
+                self.peer_catalog(cameras);
+            } else {
+                let why = format!("{} before the peer's catalog", message.kind());
+                self.close_live(LinkCloseCode::UnexpectedMessage, &why);
+            }
+            return;
+        }
+        match message {
+            Message::Hello(_) | Message::Catalog(_) => {
+                let why = format!("second {}", message.kind());
+                self.close_live(LinkCloseCode::UnexpectedMessage, &why);
+            }
+            Message::CatalogUpdate(cameras) => self.peer_catalog(cameras),
+            Message::Subscribe(Subscribe { request_id, camera }) => {
+                self.handle_subscribe(request_id, camera);
+            }
+            Message::SubscribeOk(ok) => self.handle_subscribe_ok(ok),
+            Message::SubscribeError(SubscribeError { request_id, code }) => {
+                self.handle_subscribe_error(request_id, code);
+            }
+            Message::Unsubscribe { flow_id } => self.handle_unsubscribe(flow_id),
+            Message::ViewOpen(open) => self.handle_view_open(open),
+            Message::ViewAnswer(answer) => self.handle_view_answer(answer),
+            Message::ViewClose { view_id } => self.handle_peer_view_close(view_id),
+            Message::KeyframeRequest { flow_id } => {
+                let running = live
+                    .provided_ids
+                    .get(&flow_id)
+                    .and_then(|camera| live.provided.get(camera))
+                    .and_then(|provided| provided.running.as_ref());
+                if let Some((_, keyframe)) = running {
+                    keyframe.notify_one();
+                }
+            }
+            Message::StreamEnded(StreamEnded { flow_id, code }) => {
+                self.handle_stream_ended(flow_id, code);
+            }
+            Message::Checkpoint(checkpoint) => {
+                tracing::info!(
+                    partner = %self.id,
+                    journal = %checkpoint.journal_id,
+                    sequence = checkpoint.sequence,
+                    "journal checkpoint received"
+                );
+                self.context.importer.checkpoint(&self.id, checkpoint);
+            }
+        }
+    }
+
+    fn peer_catalog(&mut self, cameras: Vec<crate::control::CatalogCamera>) {
+        tracing::info!(partner = %self.id, cameras = cameras.len(), "partner catalog");
+        self.status
+            .send_modify(|status| status.peer_catalog_len = cameras.len());
+        self.context.importer.catalog_changed(&self.id, &cameras);
+    }
+
+    // ---- importing: our users' sessions on the partner's cameras ----
+
+    /// Moves a `Waiting` session forward on the live link: subscribes its camera if
+    /// needed, or sends its `ViewOpen` if the stream is there.
+    fn request_view(&mut self, key: u64) {
+        let Some(live) = &mut self.live else { return };
+        let Some(view) = self.views.get_mut(&key) else {
+            return;
+        };
+        if view.phase != ViewPhase::Waiting {
+            return;
+        }
+        match live.imports.get(&view.camera) {
+            Some(Import {
+                state: ImportState::Active { .. },
+                ..
+            }) => {
+                view.phase = ViewPhase::Asked;
+                let open = Message::ViewOpen(ViewOpen {
+                    view_id: ViewId(key),
+                    camera: view.camera.clone(),
+                    session: view.session.clone(),
+                });
+                self.send(open);
+            }
+            Some(Import {
+                state: ImportState::Subscribing(_),
+                ..
+            }) => {}
+            None => {
+                let Some(channel) = self.context.importer.channel(&self.id, &view.local_camera)
+                else {
+                    self.end_local_view(key, ErrorCode::NotGranted, false);
+                    return;
+                };
+                let request_id = RequestId(live.next_request);
+                live.next_request += 1;
+                live.requests.insert(request_id, view.camera.clone());
+                live.imports.insert(
+                    view.camera.clone(),
+                    Import {
+                        channel,
+                        state: ImportState::Subscribing(request_id),
+                    },
+                );
+                let subscribe = Message::Subscribe(Subscribe {
+                    request_id,
+                    camera: view.camera.clone(),
+                });
+                self.send(subscribe);
+            }
+        }
+    }
+
+    fn handle_subscribe_ok(&mut self, ok: SubscribeOk) {
+        let Some(live) = &mut self.live else { return };
+        let SubscribeOk {
+            request_id,
+            flow_id,
+            info,
+        } = ok;
+        let camera = live.requests.remove(&request_id);
+        let import = camera
+            .as_ref()
+            .and_then(|camera| live.imports.get_mut(camera));
+        let (Some(camera), Some(import)) = (camera.clone(), import) else {
+            let why = format!("subscribe_ok for unknown request {}", request_id.0);
+            self.close_live(LinkCloseCode::UnexpectedMessage, &why);
+            return;
+        };
+        if live.in_flows.contains_key(&flow_id.value()) {
+            let why = format!("subscribe_ok reuses flow {flow_id} for another camera");
+            self.close_live(LinkCloseCode::UnexpectedMessage, &why);
+            return;
+        }
+        import.channel.set_info(info.clone());
+        let keyframes = tokio::spawn(forward_keyframe_requests(
+            import.channel.watch_keyframe_requests(),
+            self.events_tx.clone(),
+            live.generation,
+            flow_id,
+        ));
+        import.state = ImportState::Active { flow_id, keyframes };
+        live.in_flows.insert(
+            flow_id.value(),
+            (
+                InFlow {
+                    flow_id,
+                    channel: import.channel.clone(),
+                    codec: info.codec,
+                },
+                camera.clone(),
+            ),
+        );
+        tracing::info!(partner = %self.id, %camera, flow = %flow_id, codec = info.codec.encoding_name(), "stream subscribed");
+        let keys: Vec<u64> = self
+            .views
+            .iter()
+            .filter(|(_, view)| view.camera == camera)
+            .map(|(key, _)| *key)
+            .collect();
+        if keys.is_empty() {
+            // Every session closed while subscribing.
+            self.unsubscribe_if_unused(&camera);
+        }
+        for key in keys {
+            self.request_view(key);
+        }
+    }
+
+    fn handle_subscribe_error(&mut self, request_id: RequestId, code: ErrorCode) {
+        let Some(live) = &mut self.live else { return };
+        let Some(camera) = live.requests.remove(&request_id) else {
+            let why = format!("subscribe_error for unknown request {}", request_id.0);
+            self.close_live(LinkCloseCode::UnexpectedMessage, &why);
+            return;
+        };
+        live.imports.remove(&camera);
+        tracing::info!(partner = %self.id, %camera, code = code.as_str(), "stream refused by partner");
+        self.end_views_of(&camera, code);
+    }
+
+    fn handle_view_answer(&mut self, answer: ViewAnswer) {
+        let ViewAnswer { view_id, refusal } = answer;
+        let key = view_id.0;
+        let Some(view) = self.views.get_mut(&key) else {
+            // Closed on our side before the answer came.
+            return;
+        };
+        match (refusal, view.phase) {
+            (None, ViewPhase::Asked) => {
+                view.phase = ViewPhase::Open;
+                view.state.send_replace(ViewState::Open);
+                let delivered = match view.reply.take() {
+                    Some(reply) => reply.send(Ok(())).is_ok(),
+                    None => true,
+                };
+                tracing::info!(partner = %self.id, camera = %view.local_camera, agent = %view.session.agent, "viewing session open");
+                if !delivered {
+                    // The caller gave up waiting: close at once.
+                    self.close_local_view(key);
+                }
+            }
+            (Some(code), ViewPhase::Asked | ViewPhase::Open) => {
+                tracing::info!(partner = %self.id, camera = %view.local_camera, agent = %view.session.agent, code = code.as_str(), "viewing session refused or revoked by partner");
+                let camera = view.camera.clone();
+                self.end_local_view(key, code, false);
+                self.unsubscribe_if_unused(&camera);
+            }
+            // An answer to a session not asked on this link: tolerated (a stale answer
+            // from before a drop cannot arrive on a new link, so this is harmless).
+            (_, _) => {}
+        }
+    }
+
+    fn handle_stream_ended(&mut self, flow_id: FlowId, code: ErrorCode) {
+        let Some(live) = &mut self.live else { return };
+        let Some((_, camera)) = live.in_flows.remove(&flow_id.value()) else {
+            return;
+        };
+        if let Some(Import {
+            state: ImportState::Active { keyframes, .. },
+            ..
+        }) = live.imports.remove(&camera)
+        {
+            keyframes.abort();
+        }
+        tracing::info!(partner = %self.id, %camera, code = code.as_str(), "stream ended by partner");
+        self.end_views_of(&camera, code);
+    }
+
+    /// The guard was dropped: closes the session upstream and, with the last session on
+    /// the camera, the stream.
+    fn close_local_view(&mut self, key: u64) {
+        let Some(view) = self.views.remove(&key) else {
+            return;
+        };
+        if matches!(view.phase, ViewPhase::Asked | ViewPhase::Open) {
+            self.send(Message::ViewClose {
+                view_id: ViewId(key),
+            });
+        }
+        self.unsubscribe_if_unused(&view.camera);
+    }
+
+    /// Ends one of our sessions for `code`: its caller or guard learns why.
+    fn end_local_view(&mut self, key: u64, code: ErrorCode, send_close: bool) {
+        let Some(view) = self.views.remove(&key) else {
+            return;
+        };
+        if send_close && matches!(view.phase, ViewPhase::Asked | ViewPhase::Open) {
+            self.send(Message::ViewClose {
+                view_id: ViewId(key),
+            });
+        }
+        match view.reply {
+            Some(reply) => {
+                let _ = reply.send(Err(code));
+            }
+            None => {
+                view.state.send_replace(ViewState::Ended(code));
+            }
+        }
+    }
+
+    fn end_views_of(&mut self, camera: &CameraId, code: ErrorCode) {
+        let keys: Vec<u64> = self
+            .views
+            .iter()
+            .filter(|(_, view)| view.camera == *camera)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            self.end_local_view(key, code, false);
+        }
+    }
+
+    fn unsubscribe_if_unused(&mut self, camera: &CameraId) {
+        if self.views.values().any(|view| view.camera == *camera) {
+            return;
+        }
+        let Some(live) = &mut self.live else { return };
+        let active = matches!(
+            live.imports.get(camera),
+            Some(Import {
+                state: ImportState::Active { .. },
+                ..
+            })
+        );
+        if !active {
+            // Not subscribed, or still subscribing: the answer handles it.
+            return;
+        }
+        let Some(Import {
+            state: ImportState::Active { flow_id, keyframes },
+            ..
+        }) = live.imports.remove(camera)
+        else {
+            return;
+        };
+        keyframes.abort();
+        live.in_flows.remove(&flow_id.value());
+        tracing::info!(partner = %self.id, %camera, flow = %flow_id, "stream unsubscribed");
+        self.send(Message::Unsubscribe { flow_id });
+    }
+
+    // ---- providing: the partner's requests on our cameras ----
+
+    fn handle_subscribe(&mut self, request_id: RequestId, camera: CameraId) {
+        let Some(live) = &mut self.live else { return };
+        if let Some(provided) = live.provided.get_mut(&camera) {
+            // One stream per camera per link: a second subscribe shares the flow.
+            match &provided.info {
+                Some(info) => {
+                    let ok = Message::SubscribeOk(SubscribeOk {
+                        request_id,
+                        flow_id: provided.flow_id,
+                        info: info.clone(),
+                    });
+                    self.send(ok);
+                }
+                None => provided.waiting.push(request_id),
+            }
+            return;
+        }
+        let decision = if live.provided.len() >= self.context.settings.max_flows_per_link {
+            Err(ErrorCode::MaxStreams)
+        } else {
+            let active: Vec<CameraId> = live.provided.keys().cloned().collect();
+            self.context.provider.stream(&self.id, &camera, &active)
+        };
+        let channel = match decision {
+            Ok(channel) => channel,
+            Err(code) => {
+                tracing::info!(partner = %self.id, %camera, code = code.as_str(), "stream refused");
+                super::count_refusal(&self.label, code.as_str());
+                self.send(Message::SubscribeError(SubscribeError { request_id, code }));
+                return;
+            }
+        };
+        // Flow ids count up from 0: the smallest varints first (RoQ §5.1). 2^62 flows
+        // on one link cannot happen.
+        let Some(flow_id) = FlowId::new(live.next_flow) else {
+            self.send(Message::SubscribeError(SubscribeError {
+                request_id,
+                code: ErrorCode::MaxStreams,
+            }));
+            return;
+        };
+        live.next_flow += 1;
+        let info = channel.info();
+        live.provided_ids.insert(flow_id, camera.clone());
+        live.provided.insert(
+            camera.clone(),
+            Provided {
+                flow_id,
+                channel: channel.clone(),
+                info: None,
+                waiting: vec![request_id],
+                views: Vec::new(),
+                running: None,
+            },
+        );
+        tracing::info!(partner = %self.id, %camera, flow = %flow_id, "stream granted");
+        if info.is_some() {
+            self.stream_ready(&camera, flow_id, info);
+            return;
+        }
+        // A cold on-demand camera: a short subscription wakes it, and the answer waits
+        // (bounded) for its description.
+        let events = self.events_tx.clone();
+        let generation = live.generation;
+        let timeout = self.context.settings.stream_info_timeout;
+        let label = SinkLabel {
+            peer: self.label.to_string(),
+        };
+        live.tasks.push(tokio::spawn(async move {
+            let wake = channel.subscribe(label);
+            let info = channel.wait_info(timeout).await;
+            drop(wake);
+            let _ = events.send(Event::StreamReady {
+                generation,
+                camera,
+                flow_id,
+                info,
+            });
+        }));
+    }
+
+    fn stream_ready(&mut self, camera: &CameraId, flow_id: FlowId, info: Option<StreamInfo>) {
+        let Some(live) = &mut self.live else { return };
+        let Some(provided) = live
+            .provided
+            .get_mut(camera)
+            .filter(|p| p.flow_id == flow_id)
+        else {
+            return;
+        };
+        let waiting = std::mem::take(&mut provided.waiting);
+        let Some(info) = info else {
+            tracing::warn!(partner = %self.id, %camera, "camera not described in time, stream refused");
+            for request_id in waiting {
+                self.send(Message::SubscribeError(SubscribeError {
+                    request_id,
+                    code: ErrorCode::CameraUnavailable,
+                }));
+            }
+            self.remove_provided(camera, ViewEnd::Withdrawn(ErrorCode::CameraUnavailable));
+            return;
+        };
+        provided.info = Some(info.clone());
+        for request_id in waiting {
+            self.send(Message::SubscribeOk(SubscribeOk {
+                request_id,
+                flow_id,
+                info: info.clone(),
+            }));
+        }
+        self.update_gate(camera);
+    }
+
+    fn handle_view_open(&mut self, open: ViewOpen) {
+        let Some(live) = &mut self.live else { return };
+        let ViewOpen {
+            view_id,
+            camera,
+            session,
+        } = open;
+        if live.peer_views.contains_key(&view_id) {
+            let why = format!("view {} opened twice", view_id.0);
+            self.close_live(LinkCloseCode::UnexpectedMessage, &why);
+            return;
+        }
+        tracing::info!(
+            %camera,
+            partner = %self.id,
+            agent = %session.agent,
+            kind = session.kind.as_str(),
+            reason = session.reason.as_deref().unwrap_or(""),
+            intervention = session.intervention.as_deref().unwrap_or(""),
+            origin = %session.origin,
+            "viewing session requested"
+        );
+        let decision = if !live.provided.contains_key(&camera) {
+            Err(ErrorCode::UnknownFlow)
+        } else if live.peer_views.len() >= self.context.settings.max_views_per_link {
+            Err(ErrorCode::MaxStreams)
+        } else {
+            self.context.provider.open_view(&self.id, &camera, &session)
+        };
+        match decision {
+            Ok(()) => {
+                tracing::info!(%camera, partner = %self.id, agent = %session.agent, "viewing session allowed");
+                if let Some(provided) = live.provided.get_mut(&camera) {
+                    provided.views.push(view_id);
+                }
+                live.peer_views.insert(
+                    view_id,
+                    PeerView {
+                        camera: camera.clone(),
+                        session,
+                    },
+                );
+                self.send(Message::ViewAnswer(ViewAnswer {
+                    view_id,
+                    refusal: None,
+                }));
+                self.update_gate(&camera);
+            }
+            Err(code) => {
+                tracing::info!(%camera, partner = %self.id, agent = %session.agent, code = code.as_str(), "viewing session refused");
+                super::count_refusal(&self.label, code.as_str());
+                self.send(Message::ViewAnswer(ViewAnswer {
+                    view_id,
+                    refusal: Some(code),
+                }));
+            }
+        }
+    }
+
+    fn handle_peer_view_close(&mut self, view_id: ViewId) {
+        let Some(live) = &mut self.live else { return };
+        let Some(view) = live.peer_views.remove(&view_id) else {
+            return;
+        };
+        if let Some(provided) = live.provided.get_mut(&view.camera) {
+            provided.views.retain(|v| *v != view_id);
+        }
+        tracing::info!(camera = %view.camera, partner = %self.id, agent = %view.session.agent, "viewing session closed");
+        self.context
+            .provider
+            .close_view(&self.id, &view.camera, &view.session, ViewEnd::Closed);
+        self.update_gate(&view.camera);
+    }
+
+    fn handle_unsubscribe(&mut self, flow_id: FlowId) {
+        let Some(live) = &mut self.live else { return };
+        let Some(camera) = live.provided_ids.get(&flow_id).cloned() else {
+            return;
+        };
+        tracing::info!(partner = %self.id, %camera, flow = %flow_id, "stream unsubscribed by partner");
+        self.remove_provided(&camera, ViewEnd::Unsubscribed);
+    }
+
+    fn handle_flow_ended(&mut self, flow_id: FlowId, end: OutFlowEnd) {
+        let Some(live) = &mut self.live else { return };
+        let Some(camera) = live.provided_ids.get(&flow_id).cloned() else {
+            return;
+        };
+        if end == OutFlowEnd::ChannelClosed {
+            tracing::info!(partner = %self.id, %camera, flow = %flow_id, "camera channel closed, stream ended");
+            self.send(Message::StreamEnded(StreamEnded {
+                flow_id,
+                code: ErrorCode::CameraUnavailable,
+            }));
+            self.remove_provided(&camera, ViewEnd::Withdrawn(ErrorCode::CameraUnavailable));
+        }
+    }
+
+    /// Starts the flow when it has a description and an allowed session; stops it
+    /// when its last session closed. No packet crosses without an allowed session.
+    fn update_gate(&mut self, camera: &CameraId) {
+        let Some(live) = &mut self.live else { return };
+        let Some(provided) = live.provided.get_mut(camera) else {
+            return;
+        };
+        let wanted = provided.info.is_some() && !provided.views.is_empty();
+        match (wanted, provided.running.is_some()) {
+            (true, false) => {
+                let subscription = provided.channel.subscribe(SinkLabel {
+                    peer: self.label.to_string(),
+                });
+                let (stop_tx, stop) = oneshot::channel();
+                let keyframe = Arc::new(Notify::new());
+                let start = OutFlowStart {
+                    flow_id: provided.flow_id,
+                    camera: camera.clone(),
+                    subscription,
+                    stop,
+                    keyframe: Arc::clone(&keyframe),
+                };
+                if live.sender.send(start).is_ok() {
+                    provided.running = Some((stop_tx, keyframe));
+                }
+            }
+            (false, true) => provided.running = None,
+            _ => {}
+        }
+    }
+
+    /// Ends one of our streams: stops its flow and ends its sessions.
+    fn remove_provided(&mut self, camera: &CameraId, end: ViewEnd) {
+        let Some(live) = &mut self.live else { return };
+        let Some(provided) = live.provided.remove(camera) else {
+            return;
+        };
+        live.provided_ids.remove(&provided.flow_id);
+        for view_id in provided.views {
+            if let Some(view) = live.peer_views.remove(&view_id) {
+                self.context
+                    .provider
+                    .close_view(&self.id, &view.camera, &view.session, end);
+            }
+        }
+    }
+
+    fn policy_changed(&mut self) {
+        let Some(live) = &self.live else { return };
+        let catalog = self.context.provider.catalog(&self.id, &live.features);
+        self.send(Message::CatalogUpdate(catalog));
+        // Streams the new policy refuses end; `NOT_GRANTED` reads `WITHDRAWN` to the
+        // partner, who had it until now.
+        let streams: Vec<(CameraId, FlowId)> = self.live.as_ref().map_or_else(Vec::new, |live| {
+            live.provided
+                .iter()
+                .map(|(camera, provided)| (camera.clone(), provided.flow_id))
+                .collect()
+        });
+        for (camera, flow_id) in streams {
+            let others: Vec<CameraId> = self.live.as_ref().map_or_else(Vec::new, |live| {
+                live.provided
+                    .keys()
+                    .filter(|c| **c != camera)
+                    .cloned()
+                    .collect()
+            });
+            if let Err(code) = self.context.provider.stream(&self.id, &camera, &others) {
+                let code = match code {
+                    ErrorCode::NotGranted => ErrorCode::Withdrawn,
+                    other => other,
+                };
+                tracing::info!(partner = %self.id, %camera, code = code.as_str(), "stream withdrawn after a policy change");
+                self.send(Message::StreamEnded(StreamEnded { flow_id, code }));
+                self.remove_provided(&camera, ViewEnd::Withdrawn(code));
+            }
+        }
+        // Sessions on the streams left are decided again; a refusal revokes the
+        // session with a second `ViewAnswer`.
+        let views: Vec<(ViewId, CameraId, ViewingSession)> =
+            self.live.as_ref().map_or_else(Vec::new, |live| {
+                live.peer_views
+                    .iter()
+                    .map(|(id, view)| (*id, view.camera.clone(), view.session.clone()))
+                    .collect()
+            });
+        for (view_id, camera, session) in views {
+            let Err(code) = self
+                .context
+                .provider
+                .check_view(&self.id, &camera, &session)
+            else {
+                continue;
+            };
+            tracing::info!(partner = %self.id, %camera, agent = %session.agent, code = code.as_str(), "viewing session revoked after a policy change");
+            if let Some(live) = &mut self.live {
+                live.peer_views.remove(&view_id);
+                if let Some(provided) = live.provided.get_mut(&camera) {
+                    provided.views.retain(|v| *v != view_id);
+                }
+            }
+            self.send(Message::ViewAnswer(ViewAnswer {
+                view_id,
+                refusal: Some(code),
+            }));
+            self.context
+                .provider
+                .close_view(&self.id, &camera, &session, ViewEnd::Withdrawn(code));
+            self.update_gate(&camera);
+        }
+    }
+
+    // ---- media in ----
+
+    fn handle_datagram(&mut self, datagram: Bytes) {
+        match roq::decode_datagram(datagram) {
+            Ok((flow_id, packet)) => self.handle_media(flow_id, packet),
+            Err(source) => self.media_dropped(&MediaError::Roq { flow_id: 0, source }),
+        }
+    }
+
+    fn handle_media(&mut self, flow_id: u64, packet: Bytes) {
+        let Some(live) = &self.live else { return };
+        let result = match live.in_flows.get(&flow_id) {
+            Some((flow, _)) => flow.handle_packet(packet),
+            None => Err(MediaError::UnknownFlow { flow_id }),
+        };
+        if let Err(error) = result {
+            self.media_dropped(&error);
+        }
+    }
+
+    fn media_dropped(&mut self, error: &MediaError) {
+        match error {
+            MediaError::UnknownFlow { .. } => self.drops.unknown_flow.increment(1),
+            _ => self.drops.malformed.increment(1),
+        }
+        let Some(live) = &mut self.live else { return };
+        let now = Instant::now();
+        if live
+            .last_drop_log
+            .is_none_or(|at| now.duration_since(at) >= DROP_LOG_INTERVAL)
+        {
+            live.last_drop_log = Some(now);
+            tracing::warn!(partner = %self.id, %error, reason = error.reason(), "received media packet dropped (rate-limited log)");
+        }
+    }
+
+    fn handle_media_stream(&mut self, recv: quinn::RecvStream) {
+        let Some(live) = &mut self.live else { return };
+        live.tasks.retain(|task| !task.is_finished());
+        live.tasks.push(tokio::spawn(flow::read_media_stream(
+            recv,
+            roq::DEFAULT_MAX_STREAM_PACKET_LEN,
+            live.stream_media_tx.clone(),
+            self.drops.backlog.clone(),
+        )));
+    }
+}
+
+/// Waits until `at`, forever if `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When the peer certificate expires, as a tokio instant (far ahead if unknown).
+fn expiry_instant(not_after: i64) -> Instant {
+    let now = jiff::Timestamp::now().as_second();
+    let left = not_after.saturating_sub(now).max(0);
+    // Past a year the timer is re-armed at each loop turn anyway.
+    let left = Duration::from_secs(u64::try_from(left).unwrap_or(0).min(365 * 86_400));
+    Instant::now() + left + Duration::from_secs(1)
+}
+
+/// Writes queued control messages until the queue closes or the stream fails.
+async fn run_writer(send: quinn::SendStream, max: usize, mut queue: mpsc::Receiver<Message>) {
+    let mut writer = crate::control::ControlWriter::new(send, max);
+    while let Some(message) = queue.recv().await {
+        if let Err(error) = writer.write(message).await {
+            tracing::debug!(%error, "control stream write failed");
+            return;
+        }
+    }
+    let _ = writer.get_mut().finish();
+}
+
+/// Forwards an imported channel's keyframe requests (already rate-limited by the
+/// channel) to the partner task, which sends them upstream.
+async fn forward_keyframe_requests(
+    mut requests: watch::Receiver<u64>,
+    events: mpsc::UnboundedSender<Event>,
+    generation: u64,
+    flow_id: FlowId,
+) {
+    requests.borrow_and_update();
+    while requests.changed().await.is_ok() {
+        if events
+            .send(Event::KeyframeWanted {
+                generation,
+                flow_id,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Dials `partner` at each of its addresses in turn; the first link that completes
+/// steps 1–3 wins.
+async fn dial(context: &Context, partner: &PartnerLink) -> Result<Established, String> {
+    let Some(config) = context.client_config(&partner.id) else {
+        return Err("no TLS client configuration for this partner".to_owned());
+    };
+    let timeout = context.settings.handshake_timeout;
+    let mut last_error = String::from("no address");
+    for target in &partner.addresses {
+        let addrs = match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+            Ok(addrs) => addrs,
+            Err(error) => {
+                last_error = format!("{}:{}: {error}", target.host, target.port);
+                continue;
+            }
+        };
+        for addr in addrs {
+            let connecting =
+                match context
+                    .endpoint
+                    .connect_with(config.clone(), addr, partner.id.as_str())
+                {
+                    Ok(connecting) => connecting,
+                    Err(error) => {
+                        last_error = format!("{addr}: {error}");
+                        continue;
+                    }
+                };
+            let connection = match tokio::time::timeout(timeout, connecting).await {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(error)) => {
+                    last_error = format!("{addr}: {error}");
+                    continue;
+                }
+                Err(_) => {
+                    last_error = format!("{addr}: QUIC handshake timed out");
+                    continue;
+                }
+            };
+            match establish(&connection, Direction::Outbound, Some(&partner.id), context).await {
+                Ok(established) => return Ok(established),
+                Err(error) => {
+                    let reason = error.close(&connection);
+                    if let EstablishError::Refused(_) = error {
+                        super::count_refusal(partner.id.as_str(), reason);
+                    }
+                    last_error = format!("{addr}: {error}");
+                }
+            }
+        }
+    }
+    Err(last_error)
+}

@@ -1,0 +1,56 @@
+//! The Prometheus recorder and the description of every metric passerelle exports.
+//!
+//! Components record through the `metrics` macros; this module installs the recorder
+//! once per process and renders the text exposition for `GET /metrics`.
+
+use metrics::{Unit, describe_counter, describe_gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Installs the process-wide Prometheus recorder and describes every metric.
+///
+/// Fails only if another recorder is already installed.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_gauge!(
+        "passerelle_camera_state",
+        "1 for the camera's current ingest state (idle, connecting, playing, failed), 0 for the others."
+    );
+    describe_gauge!(
+        "passerelle_camera_up",
+        "1 if the camera answered its last probe or is playing, 0 otherwise."
+    );
+    describe_counter!(
+        "passerelle_ingest_packets_total",
+        "Video RTP packets received from the camera or upstream partner."
+    );
+    describe_counter!(
+        "passerelle_forwarded_packets_total",
+        "Video RTP packets sent to a sink (a partner site, or local for this site's viewers)."
+    );
+    describe_counter!(
+        "passerelle_forwarded_bytes_total",
+        Unit::Bytes,
+        "RTP payload bytes sent to a sink (a partner site, or local for this site's viewers)."
+    );
+    describe_counter!(
+        "passerelle_dropped_packets_total",
+        "Video packets dropped for a sink, by reason (queue_full: the sink fell behind)."
+    );
+    describe_counter!(
+        "passerelle_resplit_packets_total",
+        "Extra packets made by re-splitting packets too big for a QUIC datagram."
+    );
+    describe_counter!(
+        "passerelle_malformed_packets_total",
+        "Packets dropped because they could not be parsed."
+    );
+    describe_gauge!(
+        "passerelle_viewers",
+        "Current viewing sessions per camera and agent kind."
+    );
+}

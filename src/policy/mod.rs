@@ -1,0 +1,37 @@
+//! The signed policy: which partner may receive which camera, when, how, and on what
+//! legal basis (DESIGN.md "Signed policy").
+//!
+//! - [`model`]: the TOML document validated into [`Policy`] / [`Grant`], and the
+//!   [`ViewingSession`] a policy decides on. Pure.
+//! - [`eval`]: [`evaluate`], the one function deciding a stream or a viewing session, and
+//!   [`effective_grants`] for `passerelle check`. Pure: `now` is passed in.
+//! - [`signature`]: k-of-n detached minisign signature verification over the policy bytes,
+//!   and [`load_policy_dir`], which reads a policy and its signature files, verifies them
+//!   before parsing, then validates.
+//! - [`keys`]: key generation and signing (`passerelle keygen`, `passerelle policy sign`),
+//!   interoperable with the standard `minisign` tool.
+//!
+//! Checks left to the caller: that `site` is our own id (done by [`evaluate`], reported
+//! by `check`), and the serial against the stored one (the policy store).
+
+pub mod eval;
+pub mod keys;
+pub mod model;
+pub mod signature;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use eval::{Decision, DenyReason, EffectiveGrant, effective_grants, evaluate, policy_status};
+pub use keys::{
+    KeyError, KeyPairFiles, SigningKey, keygen, read_password_file, sign_policy_file,
+    signature_path,
+};
+pub use model::{
+    AgentKind, Grant, HoursWindow, Mode, Policy, PolicyError, PolicyIssue, ViewingSession,
+};
+pub use signature::{
+    IgnoredSignature, IgnoredWhy, KeyId, PolicyDigest, PolicyLoadError, SignatureError,
+    SignatureFile, TrustedKey, TrustedKeyFileError, VerifiedPolicy, VerifiedSignatures,
+    load_policy_dir, policy_trusted_comment, verify_policy, verify_signatures,
+};

@@ -1,0 +1,220 @@
+//! The RTSP server re-publishing cameras to the site's VMS and players
+//! (`rtsp://HOST:8554/<camera-id>`, track control URLs ending in `/track=N`).
+//!
+//! - [`demux`]: splits a connection's bytes into RTSP requests and `$`-interleaved frames.
+//! - [`auth`]: Digest (RFC 2617) and Basic authentication of `[[user]]`s.
+//! - [`sdp`]: the DESCRIBE body.
+//! - [`transport`]: the `Transport` header of SETUP.
+//! - [`session`]: the per-connection request state machine (pure, `now` passed in).
+//! - `leg`: one track's RTP/RTCP sender (tokio).
+//! - `server`: [`RtspServer`], the listener and one task per connection (tokio).
+//!
+//! The server knows cameras only through a [`CameraDirectory`], implemented by the
+//! composition layer: [`CameraDirectory::mount`] gives the channels of a camera's tracks,
+//! [`CameraDirectory::open_view`] opens the viewing session (policy and journal) at PLAY
+//! and returns a guard held until the session stops.
+//!
+//! Status codes: 401 without valid credentials; 404 for a camera that does not exist *or*
+//! that the user may not see (never 403, which would confirm it exists); 400 for a
+//! malformed camera id, 414 for an overlong one; 403 only when the viewing-session hook
+//! refuses a camera the user knows (outside hours, no reason given); 503 for a cold camera
+//! (no codec parameters within `describe_timeout`) or when limits are reached.
+
+pub mod auth;
+pub mod demux;
+pub mod sdp;
+pub mod session;
+pub mod transport;
+
+mod leg;
+mod server;
+
+use std::fmt;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::channel::Channel;
+use crate::ids::{CameraId, CameraPattern};
+use crate::policy::AgentKind;
+
+pub use server::{RtspServer, RtspServerError};
+
+/// How the server finds cameras and opens viewing sessions; implemented by the
+/// composition layer (`app`), which wires it to the channels and the policy.
+pub trait CameraDirectory: Send + Sync + 'static {
+    /// Held for the life of a viewing session: from PLAY until PAUSE, TEARDOWN, session
+    /// timeout or disconnect, when it is dropped.
+    type Guard: Send + 'static;
+
+    /// The tracks served at `camera`, `None` if there is no such camera (404). Called
+    /// at DESCRIBE and SETUP; must not block.
+    fn mount(&self, camera: &CameraId) -> Option<Mount>;
+
+    /// Opens a viewing session for `viewer` on `camera`, before the first packet is sent
+    /// at PLAY. The server has already checked the user's credentials and camera patterns.
+    fn open_view(
+        &self,
+        viewer: &Viewer,
+        camera: &CameraId,
+    ) -> impl Future<Output = Result<Self::Guard, ViewRefusal>> + Send;
+}
+
+/// What is served at one camera path: one or more tracks, each fed by its own channel.
+/// Track `N` is `rtsp://HOST/<camera-id>/track=N`. The gateway publishes video only (one
+/// track); the camera simulator may add an audio track beside it.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// The tracks, in SDP order.
+    pub tracks: Vec<Channel>,
+}
+
+/// The authenticated user behind a PLAY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    /// The `[[user]]` name: the agent id of the viewing session.
+    pub name: String,
+    /// Person or declared service.
+    pub kind: AgentKind,
+    /// Where the RTSP connection comes from.
+    pub peer: SocketAddr,
+}
+
+/// Why [`CameraDirectory::open_view`] refused a PLAY.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewRefusal {
+    /// The viewer may not know the camera, or it is gone: 404, like a camera that never
+    /// existed.
+    #[error("camera not found for this viewer")]
+    NotFound,
+    /// A camera the viewer knows but may not watch now (outside hours, no reason given):
+    /// 403.
+    #[error("viewing refused: {reason}")]
+    Forbidden {
+        /// For the log; not sent to the client.
+        reason: String,
+    },
+    /// The camera or the link to its site is unavailable: 503.
+    #[error("camera unavailable")]
+    Unavailable,
+}
+
+impl ViewRefusal {
+    /// The RTSP status answered.
+    pub fn status(&self) -> u16 {
+        match self {
+            ViewRefusal::NotFound => 404,
+            ViewRefusal::Forbidden { .. } => 403,
+            ViewRefusal::Unavailable => 503,
+        }
+    }
+}
+
+/// Validated settings of the RTSP server (`[rtsp]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtspSettings {
+    /// Where RTSP/TCP listens; its IP is also the address UDP media sockets bind to.
+    pub listen: SocketAddr,
+    /// Server ports for RTP/RTCP over UDP, used in even/odd pairs.
+    pub udp_ports: RangeInclusive<u16>,
+    /// Advertised in `Session: id;timeout=N`: a session without any request (or RTCP from
+    /// the client) for this long is torn down (RFC 2326 §12.37, default 60 s).
+    pub session_timeout: Duration,
+    /// How long DESCRIBE waits for a cold camera's codec parameters before 503.
+    pub describe_timeout: Duration,
+    /// Accept HTTP Basic credentials (the password crosses the network in clear) and offer
+    /// them after Digest in challenges.
+    pub allow_basic: bool,
+    /// Concurrent TCP connections; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Concurrent RTSP sessions, all connections together; past it SETUP answers 503.
+    pub max_sessions: usize,
+    /// A connection that has no session and sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for RtspSettings {
+    fn default() -> Self {
+        RtspSettings {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8554)),
+            udp_ports: 30000..=30999,
+            session_timeout: Duration::from_secs(60),
+            describe_timeout: Duration::from_secs(8),
+            allow_basic: true,
+            max_connections: 1024,
+            max_sessions: 2048,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A local account allowed to pull cameras over RTSP (`[[user]]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RtspUser {
+    /// The user name, also the agent id in viewing sessions.
+    pub name: String,
+    /// A person or a declared service account.
+    pub kind: AgentKind,
+    /// What the user authenticates with.
+    pub secret: Secret,
+    /// The cameras the user may know about; any other camera answers 404.
+    pub cameras: Vec<CameraPattern>,
+}
+
+impl RtspUser {
+    /// Whether `camera` is one the user may know about.
+    pub fn may_see(&self, camera: &CameraId) -> bool {
+        self.cameras.iter().any(|p| p.matches(camera))
+    }
+}
+
+impl fmt::Debug for RtspUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RtspUser")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("secret", &self.secret)
+            .field("cameras", &self.cameras)
+            .finish()
+    }
+}
+
+/// A user's credential as configured. Never printed: `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// The password itself (from its file).
+    Password(String),
+    /// `MD5(name:passerelle:password)` in hex ([`auth::digest_ha1`]), so the password is
+    /// not stored on the gateway. Works for Digest and for Basic.
+    Ha1(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Password(_) => f.write_str("Password(<redacted>)"),
+            Secret::Ha1(_) => f.write_str("Ha1(<redacted>)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let user = RtspUser {
+            name: "alice".into(),
+            kind: AgentKind::Agent,
+            secret: Secret::Password("hunter2".into()),
+            cameras: vec!["metz/**".parse().unwrap()],
+        };
+        let text = format!("{user:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("alice"));
+        assert!(user.may_see(&"metz/cam-1".parse().unwrap()));
+        assert!(!user.may_see(&"sncf/woippy/quai".parse().unwrap()));
+    }
+}

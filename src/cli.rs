@@ -47,4 +47,56 @@ pub enum Command {
         #[arg(long)]
         config_only: bool,
     },
+    /// Make a policy signing key pair (`NAME.pub`, `NAME.key`) in minisign format.
+    Keygen {
+        /// Where to write the two files.
+        #[arg(short, long, default_value = ".")]
+        dir: PathBuf,
+        /// Base name of the files.
+        #[arg(short, long)]
+        name: String,
+        /// Encrypt the secret key with the password in this file; without it the
+        /// secret key is written unencrypted (mode 0600): keep it offline.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Sign, verify and show policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `passerelle policy ...`: the signed-policy tools, interoperable with `minisign`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Sign a policy file: writes `policy.toml.minisig`, or
+    /// `policy.toml.<signer>.minisig` with `--signer`, as `minisign -S` would.
+    Sign {
+        /// The policy file.
+        policy: PathBuf,
+        /// The secret key (`passerelle keygen` or `minisign -G`).
+        #[arg(short = 's', long)]
+        key: PathBuf,
+        /// A file holding the key's password, if it is encrypted.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Name this signature (for k-of-n signing by several people).
+        #[arg(long)]
+        signer: Option<String>,
+    },
+    /// Verify a policy's signatures against trusted public keys and print it.
+    Verify {
+        /// The policy file; its signature files are found next to it.
+        policy: PathBuf,
+        /// A trusted public key file (repeat for several).
+        #[arg(short = 'p', long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// How many distinct trusted keys must have signed.
+        #[arg(short = 'k', long, default_value_t = 1)]
+        signatures_required: usize,
+    },
+    /// Print a policy's grants without checking signatures.
+    Show {
+        /// The policy file.
+        policy: PathBuf,
+    },
 }

@@ -95,16 +95,17 @@ pub enum PkiError {
         /// End of the CA certificate.
         ca_not_after: Timestamp,
     },
-    /// The CA certificate PEM holds no certificate or is not PEM.
-    #[error("CA certificate is not a PEM certificate: {source}")]
-    CaPem {
+    /// A certificate (the CA's, or one given to [`Serial::of_certificate_pem`]) is not PEM
+    /// or holds no certificate.
+    #[error("not a PEM certificate: {source}")]
+    NotPem {
         /// The PEM decoding error.
         #[source]
         source: rustls::pki_types::pem::Error,
     },
-    /// The CA certificate cannot be parsed as X.509.
-    #[error("CA certificate cannot be parsed: {source}")]
-    CaParse {
+    /// A certificate (usually the CA's) cannot be parsed as X.509.
+    #[error("certificate cannot be parsed: {source}")]
+    BadCertificate {
         /// The parser's error.
         #[source]
         source: X509Error,
@@ -223,7 +224,7 @@ impl Serial {
     /// The serial number of the first certificate in `cert_pem`.
     pub fn of_certificate_pem(cert_pem: &str) -> Result<Serial, PkiError> {
         let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|source| PkiError::CaPem { source })?;
+            .map_err(|source| PkiError::NotPem { source })?;
         let cert = parse_certificate(&der)?;
         Ok(Serial(cert.raw_serial().to_vec()))
     }
@@ -500,7 +501,7 @@ impl LoadedCa {
     /// subject, key identifier and key usages.
     fn parse(ca: &CaPem) -> Result<LoadedCa, PkiError> {
         let der = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes())
-            .map_err(|source| PkiError::CaPem { source })?;
+            .map_err(|source| PkiError::NotPem { source })?;
         let cert = parse_certificate(&der)?;
         if !cert.is_ca() {
             return Err(PkiError::NotACa);
@@ -511,7 +512,7 @@ impl LoadedCa {
         }
         let key_usage = cert
             .key_usage()
-            .map_err(|source| PkiError::CaParse { source })?;
+            .map_err(|source| PkiError::BadCertificate { source })?;
         let crl_sign = key_usage.as_ref().is_some_and(|ku| ku.value.crl_sign());
         let key_cert_sign = key_usage.is_none_or(|ku| ku.value.key_cert_sign());
         if !key_cert_sign {
@@ -536,7 +537,7 @@ impl LoadedCa {
         params.key_usages = key_usages;
         let not_after =
             Timestamp::from_second(cert.validity().not_after.timestamp()).map_err(|_| {
-                PkiError::CaParse {
+                PkiError::BadCertificate {
                     source: X509Error::InvalidDate,
                 }
             })?;
@@ -587,9 +588,9 @@ fn parse_certificate<'a>(der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError>
     match x509_parser::parse_x509_certificate(der) {
         Ok((_, cert)) => Ok(cert),
         Err(x509_parser::nom::Err::Error(source) | x509_parser::nom::Err::Failure(source)) => {
-            Err(PkiError::CaParse { source })
+            Err(PkiError::BadCertificate { source })
         }
-        Err(x509_parser::nom::Err::Incomplete(_)) => Err(PkiError::CaParse {
+        Err(x509_parser::nom::Err::Incomplete(_)) => Err(PkiError::BadCertificate {
             source: X509Error::InvalidCertificate,
         }),
     }

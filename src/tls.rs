@@ -418,7 +418,7 @@ impl LinkTls {
                 cert: settings.cert.clone(),
                 ca: settings.ca.clone(),
                 site: site.clone(),
-                source,
+                source: Box::new(source),
             });
         }
 
@@ -440,13 +440,15 @@ impl LinkTls {
             let as_client = client_verifier(roots, &crls, &provider)?;
             let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13])
-                .map_err(|source| TlsError::Protocol { source })?
+                .map_err(|source| TlsError::Protocol {
+                    source: Box::new(source),
+                })?
                 .with_webpki_verifier(as_server.clone())
                 .with_client_auth_cert(chain.clone(), key.clone_key())
                 .map_err(|source| TlsError::KeyMismatch {
                     cert: settings.cert.clone(),
                     key: settings.key.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             client.alpn_protocols = vec![ALPN.to_vec()];
             client.resumption = Resumption::disabled();
@@ -474,13 +476,15 @@ impl LinkTls {
         let handshake_verifier = client_verifier(union, &crls, &provider)?;
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|source| TlsError::Protocol { source })?
+            .map_err(|source| TlsError::Protocol {
+                source: Box::new(source),
+            })?
             .with_client_cert_verifier(handshake_verifier)
             .with_single_cert(chain.clone(), key)
             .map_err(|source| TlsError::KeyMismatch {
                 cert: settings.cert.clone(),
                 key: settings.key.clone(),
-                source,
+                source: Box::new(source),
             })?;
         server.alpn_protocols = vec![ALPN.to_vec()];
         // No resumption: every link authenticates in full, so a revoked or removed
@@ -1069,7 +1073,7 @@ impl CaFile {
             roots.add(cert).map_err(|source| TlsError::BadCa {
                 what,
                 path: path.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         }
         Ok(CaFile {

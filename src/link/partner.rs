@@ -59,6 +59,9 @@ const CONTROL_BACKLOG: usize = 4096;
 /// Packets from media streams queued for the partner task.
 const STREAM_MEDIA_BACKLOG: usize = 1024;
 
+/// Datagrams handled in one turn of the loop before it looks at its other inputs.
+const DATAGRAM_BATCH: usize = 64;
+
 /// How often the RTT gauge is sampled.
 const RTT_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -144,7 +147,8 @@ struct Import {
 }
 
 enum ImportState {
-    Subscribing(RequestId),
+    /// `Subscribe` sent, no answer yet (the request is in `Live::requests`).
+    Subscribing,
     Active {
         flow_id: FlowId,
         keyframes: JoinHandle<()>,
@@ -178,8 +182,6 @@ struct Live {
     direction: Direction,
     /// The features the peer declared in its `Hello`.
     features: Vec<Feature>,
-    /// Unix seconds at which the peer certificate expires.
-    not_after: i64,
     reader: ControlReader<quinn::RecvStream>,
     writer: mpsc::Sender<Message>,
     got_catalog: bool,
@@ -240,6 +242,9 @@ pub(crate) struct PartnerTask {
     connected: Gauge,
     rtt: Gauge,
     drops: DropCounters,
+    /// Fires at the live peer certificate's expiry; re-armed when a link comes up or
+    /// is identified again. Kept across loop turns: no timer is registered per packet.
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl PartnerTask {
@@ -272,6 +277,7 @@ impl PartnerTask {
                 backlog: dropped("backlog"),
             },
             connected,
+            expiry: Box::pin(tokio::time::sleep_until(expiry_instant(i64::MAX))),
             label,
             partner,
             context,
@@ -303,7 +309,10 @@ impl PartnerTask {
                     self.close_live(LinkCloseCode::MalformedControl, &why);
                 }
                 Input::Control(Err(ControlStreamError::Io(error))) => self.lost(&error.to_string()),
-                Input::Datagram(Ok(datagram)) => self.handle_datagram(datagram),
+                Input::Datagram(Ok(datagram)) => {
+                    self.handle_datagram(datagram);
+                    self.drain_datagrams();
+                }
                 Input::Datagram(Err(error)) => self.lost(&error.to_string()),
                 Input::MediaStream(Ok(recv)) => self.handle_media_stream(recv),
                 Input::MediaStream(Err(error)) => self.lost(&error.to_string()),
@@ -333,7 +342,7 @@ impl PartnerTask {
                 _ = sleep_until(dial_at) => Input::Dial,
             };
         };
-        let expiry = expiry_instant(live.not_after);
+        let expiry = self.expiry.as_mut();
         let Live {
             connection,
             reader,
@@ -350,7 +359,7 @@ impl PartnerTask {
             Some((flow_id, packet)) = stream_media.recv() => Input::StreamMedia(flow_id, packet),
             Some((flow_id, end)) = flow_ended.recv() => Input::FlowEnded(flow_id, end),
             _ = rtt.tick() => Input::Rtt,
-            _ = tokio::time::sleep_until(expiry) => Input::CertificateExpiry,
+            _ = expiry => Input::CertificateExpiry,
         }
     }
 
@@ -500,7 +509,6 @@ impl PartnerTask {
             connection,
             direction,
             features: hello.features.clone(),
-            not_after: identity.certificate.not_after,
             reader,
             writer,
             got_catalog: false,
@@ -519,6 +527,9 @@ impl PartnerTask {
             tasks,
             last_drop_log: None,
         });
+        self.expiry
+            .as_mut()
+            .reset(expiry_instant(identity.certificate.not_after));
         self.backoff.reset();
         self.connected.set(1.0);
         self.status.send_modify(|status| {
@@ -559,8 +570,18 @@ impl PartnerTask {
         self.drop_live(why, true);
     }
 
-    /// The connection is gone (closed by the peer, timed out, reset).
+    /// The connection is gone (closed by the peer, timed out), or its control stream
+    /// was reset, which ends the link too.
     fn lost(&mut self, error: &str) {
+        if self
+            .live
+            .as_ref()
+            .is_some_and(|live| live.connection.close_reason().is_none())
+        {
+            let why = format!("control stream failed: {error}");
+            self.close_live(LinkCloseCode::ControlStreamEnded, &why);
+            return;
+        }
         let reason = self
             .live
             .as_ref()
@@ -657,9 +678,9 @@ impl PartnerTask {
         );
         match result {
             Ok(identity) if identity.site == self.id => {
-                if let Some(live) = &mut self.live {
-                    live.not_after = identity.certificate.not_after;
-                }
+                self.expiry
+                    .as_mut()
+                    .reset(expiry_instant(identity.certificate.not_after));
             }
             Ok(identity) => {
                 let why = format!("certificate now names {}", identity.site);
@@ -778,7 +799,7 @@ impl PartnerTask {
                 self.send(open);
             }
             Some(Import {
-                state: ImportState::Subscribing(_),
+                state: ImportState::Subscribing,
                 ..
             }) => {}
             None => {
@@ -794,7 +815,7 @@ impl PartnerTask {
                     view.camera.clone(),
                     Import {
                         channel,
-                        state: ImportState::Subscribing(request_id),
+                        state: ImportState::Subscribing,
                     },
                 );
                 let subscribe = Message::Subscribe(Subscribe {
@@ -1325,6 +1346,20 @@ impl PartnerTask {
 
     // ---- media in ----
 
+    /// Handles the datagrams already received, up to a bound, without going back
+    /// through the loop's `select!` for each.
+    fn drain_datagrams(&mut self) {
+        use futures::FutureExt;
+        for _ in 0..DATAGRAM_BATCH {
+            let Some(live) = &self.live else { return };
+            match live.connection.read_datagram().now_or_never() {
+                Some(Ok(datagram)) => self.handle_datagram(datagram),
+                // An error shows again on the loop's next turn.
+                _ => return,
+            }
+        }
+    }
+
     fn handle_datagram(&mut self, datagram: Bytes) {
         match roq::decode_datagram(datagram) {
             Ok((flow_id, packet)) => self.handle_media(flow_id, packet),
@@ -1383,7 +1418,7 @@ async fn sleep_until(at: Option<Instant>) {
 fn expiry_instant(not_after: i64) -> Instant {
     let now = jiff::Timestamp::now().as_second();
     let left = not_after.saturating_sub(now).max(0);
-    // Past a year the timer is re-armed at each loop turn anyway.
+    // Capped at a year: the re-check at that point re-arms it.
     let left = Duration::from_secs(u64::try_from(left).unwrap_or(0).min(365 * 86_400));
     Instant::now() + left + Duration::from_secs(1)
 }

@@ -109,7 +109,11 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// An authenticator for `users`, with a random nonce key. `epoch` is any instant not
     /// after the first `now` passed in.
-    pub fn new(users: impl IntoIterator<Item = RtspUser>, allow_basic: bool, epoch: Instant) -> Self {
+    pub fn new(
+        users: impl IntoIterator<Item = RtspUser>,
+        allow_basic: bool,
+        epoch: Instant,
+    ) -> Self {
         Self::with_key(users, allow_basic, epoch, rand::random())
     }
 
@@ -377,7 +381,9 @@ pub(crate) fn digest_header(
     let ha1 = digest_ha1(user, pass);
     let ha2 = md5_hex(&[method, ":", uri]);
     if qop {
-        let r = md5_hex(&[&ha1, ":", nonce, ":", "00000001", ":", "abcdef", ":", "auth", ":", &ha2]);
+        let r = md5_hex(&[
+            &ha1, ":", nonce, ":", "00000001", ":", "abcdef", ":", "auth", ":", &ha2,
+        ]);
         format!(
             "Digest username=\"{user}\", realm=\"passerelle\", nonce=\"{nonce}\", uri=\"{uri}\", \
              response=\"{r}\", qop=auth, nc=00000001, cnonce=\"abcdef\", algorithm=MD5"
@@ -393,7 +399,8 @@ pub(crate) fn digest_header(
 /// The nonce of a Digest challenge, for tests.
 #[cfg(test)]
 pub(crate) fn challenge_nonce(challenge: &str) -> String {
-    let p = parse_params(challenge.strip_prefix("Digest ").unwrap_or(challenge)).unwrap_or_default();
+    let p =
+        parse_params(challenge.strip_prefix("Digest ").unwrap_or(challenge)).unwrap_or_default();
     p.get("nonce").cloned().unwrap_or_default()
 }
 
@@ -444,7 +451,9 @@ mod tests {
         let a = auth(t0);
         let nonce = nonce_of(&a.challenges(t0, false)[0]);
         let h = digest_header("alice", "wonderland", "DESCRIBE", URI, &nonce, false);
-        let user = a.check("DESCRIBE", URI, Some(&h), t0 + Duration::from_secs(1)).unwrap();
+        let user = a
+            .check("DESCRIBE", URI, Some(&h), t0 + Duration::from_secs(1))
+            .unwrap();
         assert_eq!(user.name, "alice");
     }
 
@@ -453,8 +462,17 @@ mod tests {
         let t0 = Instant::now();
         let a = auth(t0);
         let nonce = nonce_of(&a.challenges(t0, false)[0]);
-        let h = digest_header("vms", "s3cret", "SETUP", &format!("{URI}/track=0"), &nonce, true);
-        let user = a.check("SETUP", &format!("{URI}/track=0"), Some(&h), t0).unwrap();
+        let h = digest_header(
+            "vms",
+            "s3cret",
+            "SETUP",
+            &format!("{URI}/track=0"),
+            &nonce,
+            true,
+        );
+        let user = a
+            .check("SETUP", &format!("{URI}/track=0"), Some(&h), t0)
+            .unwrap();
         assert_eq!(user.name, "vms");
         assert_eq!(user.kind, UserKind::Service);
     }
@@ -464,7 +482,14 @@ mod tests {
         let t0 = Instant::now();
         let a = auth(t0);
         let nonce = nonce_of(&a.challenges(t0, false)[0]);
-        let h = digest_header("alice", "wonderland", "DESCRIBE", "/metz/cam-1", &nonce, false);
+        let h = digest_header(
+            "alice",
+            "wonderland",
+            "DESCRIBE",
+            "/metz/cam-1",
+            &nonce,
+            false,
+        );
         assert!(a.check("DESCRIBE", URI, Some(&h), t0).is_ok());
     }
 
@@ -476,7 +501,9 @@ mod tests {
         let wrong = digest_header("alice", "nope", "DESCRIBE", URI, &nonce, false);
         assert_eq!(
             a.check("DESCRIBE", URI, Some(&wrong), t0),
-            Err(AuthError::BadCredentials { user: "alice".into() })
+            Err(AuthError::BadCredentials {
+                user: "alice".into()
+            })
         );
         let unknown = digest_header("mallory", "wonderland", "DESCRIBE", URI, &nonce, true);
         assert!(matches!(
@@ -490,7 +517,14 @@ mod tests {
             Err(AuthError::BadCredentials { .. })
         ));
         // Valid for another camera: refused before the response is even checked.
-        let other_uri = digest_header("alice", "wonderland", "DESCRIBE", "rtsp://gw/other", &nonce, false);
+        let other_uri = digest_header(
+            "alice",
+            "wonderland",
+            "DESCRIBE",
+            "rtsp://gw/other",
+            &nonce,
+            false,
+        );
         assert_eq!(
             a.check("DESCRIBE", URI, Some(&other_uri), t0),
             Err(AuthError::UriMismatch)
@@ -499,10 +533,16 @@ mod tests {
         let other = Authenticator::with_key(users(), true, t0, [8; 32]);
         let foreign = nonce_of(&other.challenges(t0, false)[0]);
         let h = digest_header("alice", "wonderland", "DESCRIBE", URI, &foreign, false);
-        assert_eq!(a.check("DESCRIBE", URI, Some(&h), t0), Err(AuthError::ForeignNonce));
+        assert_eq!(
+            a.check("DESCRIBE", URI, Some(&h), t0),
+            Err(AuthError::ForeignNonce)
+        );
         // A made-up nonce.
         let h = digest_header("alice", "wonderland", "DESCRIBE", URI, "abc", false);
-        assert_eq!(a.check("DESCRIBE", URI, Some(&h), t0), Err(AuthError::ForeignNonce));
+        assert_eq!(
+            a.check("DESCRIBE", URI, Some(&h), t0),
+            Err(AuthError::ForeignNonce)
+        );
         assert_eq!(a.check("DESCRIBE", URI, None, t0), Err(AuthError::Missing));
         assert_eq!(
             a.check("DESCRIBE", URI, Some("Digest username=\"alice"), t0),
@@ -521,8 +561,14 @@ mod tests {
         let nonce = nonce_of(&a.challenges(t0, false)[0]);
         let h = digest_header("alice", "wonderland", "DESCRIBE", URI, &nonce, true);
         let late = t0 + NONCE_LIFETIME + Duration::from_secs(1);
-        assert_eq!(a.check("DESCRIBE", URI, Some(&h), late), Err(AuthError::StaleNonce));
-        assert!(a.check("DESCRIBE", URI, Some(&h), t0 + NONCE_LIFETIME).is_ok());
+        assert_eq!(
+            a.check("DESCRIBE", URI, Some(&h), late),
+            Err(AuthError::StaleNonce)
+        );
+        assert!(
+            a.check("DESCRIBE", URI, Some(&h), t0 + NONCE_LIFETIME)
+                .is_ok()
+        );
         let c = &a.challenges(late, true)[0];
         assert!(c.contains("stale=true"), "{c}");
         assert_ne!(nonce_of(c), nonce);
@@ -534,7 +580,10 @@ mod tests {
         let a = auth(t0);
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let ok = format!("Basic {}", b64("alice:wonderland"));
-        assert_eq!(a.check("DESCRIBE", URI, Some(&ok), t0).unwrap().name, "alice");
+        assert_eq!(
+            a.check("DESCRIBE", URI, Some(&ok), t0).unwrap().name,
+            "alice"
+        );
         // Basic checks against a pre-computed HA1 too.
         let ok = format!("Basic {}", b64("vms:s3cret"));
         assert_eq!(a.check("DESCRIBE", URI, Some(&ok), t0).unwrap().name, "vms");

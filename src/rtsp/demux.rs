@@ -164,10 +164,9 @@ impl Demuxer {
                 let uri = raw_request_uri(&self.buf[..header_end]);
                 self.buf.advance(consumed);
                 match message {
-                    Message::Request(request) => Ok(Some(Frame::Request(RawRequest {
-                        request,
-                        uri,
-                    }))),
+                    Message::Request(request) => {
+                        Ok(Some(Frame::Request(RawRequest { request, uri })))
+                    }
                     // A client has no business sending responses (the server sends no
                     // requests); skip them rather than fail a sloppy player.
                     Message::Response(_) => self.poll_frame(),
@@ -283,7 +282,10 @@ mod tests {
         assert!(d.poll_frame().unwrap().is_none());
         d.push(b"y");
         match d.poll_frame().unwrap() {
-            Some(Frame::Interleaved { channel: 3, payload }) => assert_eq!(&payload[..], b"xy"),
+            Some(Frame::Interleaved {
+                channel: 3,
+                payload,
+            }) => assert_eq!(&payload[..], b"xy"),
             other => panic!("{other:?}"),
         }
     }

@@ -161,7 +161,9 @@ impl LegSender {
                 let mut send_sr = false;
                 for event in batch.drain(..) {
                     match event {
-                        SinkEvent::Packet(p) => encode_packet(&mut out, &output, &mut numbering, &p),
+                        SinkEvent::Packet(p) => {
+                            encode_packet(&mut out, &output, &mut numbering, &p)
+                        }
                         SinkEvent::SenderReport { ntp, rtp } => {
                             // The first mapping goes out at once: the receiver can
                             // place frames in wall-clock time from the start.
@@ -278,7 +280,12 @@ fn encode_packet(
 
 /// Appends a compound RTCP packet (SR + SDES CNAME): framed on the RTCP channel for
 /// interleaved; for UDP it is sent on its own socket at once.
-fn encode_sender_report(out: &mut BytesMut, output: &LegOutput, n: &LegNumbering, mapping: (u64, u32)) {
+fn encode_sender_report(
+    out: &mut BytesMut,
+    output: &LegOutput,
+    n: &LegNumbering,
+    mapping: (u64, u32),
+) {
     let (ntp_timestamp, rtp_timestamp) = extrapolate(mapping, n.last_timestamp, n.clock_rate);
     let sr = SenderReport {
         ssrc: n.ssrc,
@@ -315,7 +322,11 @@ fn encode_sender_report(out: &mut BytesMut, output: &LegOutput, n: &LegNumbering
 /// The camera's NTP↔RTP mapping moved to the last timestamp sent, so each report pairs
 /// a recent RTP time with its wall-clock time (RFC 3550 §6.4.1). Before any packet, the
 /// mapping as received.
-pub fn extrapolate(mapping: (u64, u32), last_timestamp: Option<u32>, clock_rate: u32) -> (u64, u32) {
+pub fn extrapolate(
+    mapping: (u64, u32),
+    last_timestamp: Option<u32>,
+    clock_rate: u32,
+) -> (u64, u32) {
     let (ntp, rtp) = mapping;
     let Some(ts) = last_timestamp.filter(|_| clock_rate > 0) else {
         return mapping;
@@ -385,9 +396,15 @@ mod tests {
     fn extrapolation_moves_the_mapping_forward_and_back() {
         let ntp = 0x1000_0000_0000_0000u64;
         // One second later at 90 kHz: +2^32 in NTP units.
-        assert_eq!(extrapolate((ntp, 1000), Some(91_000), 90_000), (ntp + (1 << 32), 91_000));
+        assert_eq!(
+            extrapolate((ntp, 1000), Some(91_000), 90_000),
+            (ntp + (1 << 32), 91_000)
+        );
         // Half a second earlier.
-        assert_eq!(extrapolate((ntp, 46_000), Some(1000), 90_000), (ntp - (1 << 31), 1000));
+        assert_eq!(
+            extrapolate((ntp, 46_000), Some(1000), 90_000),
+            (ntp - (1 << 31), 1000)
+        );
         // Across the 32-bit wrap.
         assert_eq!(
             extrapolate((ntp, u32::MAX - 44_999), Some(45_000), 90_000),

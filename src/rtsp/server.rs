@@ -101,12 +101,13 @@ impl<D: CameraDirectory> RtspServer<D> {
         if first_even(&settings.udp_ports).is_none() {
             return Err(RtspServerError::PortRange { start, end });
         }
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| RtspServerError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| RtspServerError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
         let auth = Arc::new(Authenticator::new(
             users,
             settings.allow_basic,
@@ -378,7 +379,9 @@ impl<D: CameraDirectory> Connection<D> {
         let now = Instant::now().into_std();
         match done {
             JobDone::Describe(job, Ok(infos)) => {
-                let reply = self.core.finish_describe(&job, rand::random::<u32>().into(), &infos);
+                let reply = self
+                    .core
+                    .finish_describe(&job, rand::random::<u32>().into(), &infos);
                 self.send("DESCRIBE", &reply).await
             }
             JobDone::Describe(job, Err(status)) => {
@@ -664,9 +667,9 @@ impl<D: CameraDirectory> Connection<D> {
         for leg in &mut io.legs {
             if let Some(task) = leg.task.take() {
                 // A sender stops between writes; a write is bounded by the stall timeout.
-                match tokio::time::timeout(WRITE_STALL_TIMEOUT + Duration::from_secs(1), task).await {
-                    Ok(Ok(numbering)) => leg.numbering = numbering,
-                    Ok(Err(_)) | Err(_) => {}
+                let bound = WRITE_STALL_TIMEOUT + Duration::from_secs(1);
+                if let Ok(Ok(numbering)) = tokio::time::timeout(bound, task).await {
+                    leg.numbering = numbering;
                 }
             }
         }
@@ -789,7 +792,11 @@ impl PortPool {
         let mut port = state.next.clamp(first, last) & !1;
         for _ in 0..pairs {
             let candidate = port;
-            port = if candidate + 2 > last { first } else { candidate + 2 };
+            port = if candidate + 2 > last {
+                first
+            } else {
+                candidate + 2
+            };
             if state.used.contains(&candidate) {
                 continue;
             }
@@ -824,7 +831,6 @@ impl Drop for PortLease {
         state.used.remove(&self.port);
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -369,9 +369,9 @@ impl Target {
                 Some(n.parse().map_err(|_| 400u16)?)
             }
         };
-        let camera = path.parse::<CameraId>().map_err(|e| {
-            if e.is_too_long() { 414u16 } else { 400u16 }
-        })?;
+        let camera = path
+            .parse::<CameraId>()
+            .map_err(|e| if e.is_too_long() { 414u16 } else { 400u16 })?;
         Ok(Target {
             origin: origin.to_owned(),
             camera,
@@ -466,7 +466,11 @@ impl ConnectionCore {
                 None => return Step::Reply(Reply::new(454, Some(&cseq))),
             }
         }
-        let status = if req.request.body().is_empty() { 200 } else { 451 };
+        let status = if req.request.body().is_empty() {
+            200
+        } else {
+            451
+        };
         Step::Reply(Reply::new(status, Some(&cseq)))
     }
 
@@ -492,7 +496,12 @@ impl ConnectionCore {
     }
 
     /// The DESCRIBE answer once the caller has every track's codec parameters.
-    pub fn finish_describe(&self, job: &DescribeJob, session_id: u64, tracks: &[StreamInfo]) -> Reply {
+    pub fn finish_describe(
+        &self,
+        job: &DescribeJob,
+        session_id: u64,
+        tracks: &[StreamInfo],
+    ) -> Reply {
         let body = sdp::describe(job.camera.as_str(), self.local.ip(), session_id, tracks);
         Reply::new(200, Some(&job.cseq))
             .header("Content-Base", job.content_base.clone())
@@ -618,7 +627,9 @@ impl ConnectionCore {
         };
         let id = self.session(key).map(|s| s.id.clone()).unwrap_or_default();
         let transport = match leg.transport {
-            LegTransport::Interleaved { rtp, rtcp } => transport::reply_interleaved(rtp, rtcp, leg.ssrc),
+            LegTransport::Interleaved { rtp, rtcp } => {
+                transport::reply_interleaved(rtp, rtcp, leg.ssrc)
+            }
             LegTransport::Udp {
                 client_rtp,
                 client_rtcp,
@@ -720,7 +731,8 @@ impl ConnectionCore {
     }
 
     fn handle_teardown(&mut self, req: &RawRequest, cseq: String) -> Step {
-        let Some(pos) = session_id(req).and_then(|id| self.sessions.iter().position(|s| s.id == id))
+        let Some(pos) =
+            session_id(req).and_then(|id| self.sessions.iter().position(|s| s.id == id))
         else {
             return Step::Reply(Reply::new(454, Some(&cseq)));
         };
@@ -777,7 +789,12 @@ impl ConnectionCore {
         self.sessions.iter_mut().find(|s| s.id == id)
     }
 
-    fn authenticate(&mut self, req: &RawRequest, cseq: &str, now: Instant) -> Result<Arc<RtspUser>, Step> {
+    fn authenticate(
+        &mut self,
+        req: &RawRequest,
+        cseq: &str,
+        now: Instant,
+    ) -> Result<Arc<RtspUser>, Step> {
         let method: &str = req.method().into();
         let uri = req.uri.as_deref().unwrap_or("*");
         let err = match self

@@ -129,11 +129,17 @@ mod tests {
     fn udp() {
         assert_eq!(
             parse(Some("RTP/AVP;unicast;client_port=5000-5001")),
-            Ok(RequestedTransport::Udp { rtp: 5000, rtcp: 5001 })
+            Ok(RequestedTransport::Udp {
+                rtp: 5000,
+                rtcp: 5001
+            })
         );
         assert_eq!(
             parse(Some("RTP/AVP/UDP;unicast;client_port=6970;mode=\"PLAY\"")),
-            Ok(RequestedTransport::Udp { rtp: 6970, rtcp: 6971 })
+            Ok(RequestedTransport::Udp {
+                rtp: 6970,
+                rtcp: 6971
+            })
         );
         assert!(matches!(
             parse(Some("RTP/AVP;unicast")),
@@ -159,8 +165,13 @@ mod tests {
         // The request names a third party; what comes out names only ports, which the
         // server pairs with the peer address of the RTSP connection.
         assert_eq!(
-            parse(Some("RTP/AVP;unicast;destination=203.0.113.9;client_port=5000-5001")),
-            Ok(RequestedTransport::Udp { rtp: 5000, rtcp: 5001 })
+            parse(Some(
+                "RTP/AVP;unicast;destination=203.0.113.9;client_port=5000-5001"
+            )),
+            Ok(RequestedTransport::Udp {
+                rtp: 5000,
+                rtcp: 5001
+            })
         );
     }
 

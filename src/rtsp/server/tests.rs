@@ -46,7 +46,11 @@ impl CameraDirectory for TestDirectory {
         self.mounts.get(camera).cloned()
     }
 
-    async fn open_view(&self, viewer: &Viewer, camera: &CameraId) -> Result<TestGuard, ViewRefusal> {
+    async fn open_view(
+        &self,
+        viewer: &Viewer,
+        camera: &CameraId,
+    ) -> Result<TestGuard, ViewRefusal> {
         if let Some(refusal) = self.refusals.get(camera) {
             return Err(refusal.clone());
         }
@@ -114,8 +118,26 @@ fn h264_access_units() -> Vec<Vec<Bytes>> {
     let status = Command::new("timeout")
         .args(["30", "ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg("testsrc=size=320x240:rate=25")
-        .args(["-t", "2", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "main"])
-        .args(["-g", "25", "-bf", "0", "-bsf:v", "h264_mp4toannexb", "-f", "h264"])
+        .args([
+            "-t",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "main",
+        ])
+        .args([
+            "-g",
+            "25",
+            "-bf",
+            "0",
+            "-bsf:v",
+            "h264_mp4toannexb",
+            "-f",
+            "h264",
+        ])
         .arg(&path)
         .status()
         .expect("ffmpeg runs");
@@ -154,7 +176,10 @@ fn feed(channel: Channel, units: Vec<Vec<Bytes>>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut timestamp: u32 = 1_000_000;
         // 2026-01-01T00:00:00Z as NTP, mapped to the first timestamp.
-        channel.sender_report(crate::media::rtp::ntp_from_unix(Duration::from_secs(1_767_225_600)), timestamp);
+        channel.sender_report(
+            crate::media::rtp::ntp_from_unix(Duration::from_secs(1_767_225_600)),
+            timestamp,
+        );
         let mut tick = tokio::time::interval(Duration::from_millis(40));
         loop {
             for unit in &units {
@@ -213,10 +238,27 @@ async fn start(settings: RtspSettings) -> Running {
         feed(second.clone(), units),
     ];
     let mut directory = TestDirectory::default();
-    directory.mounts.insert(cam("metz/cam-1"), Mount { tracks: vec![live.clone()] });
-    directory.mounts.insert(cam("metz/cold"), Mount { tracks: vec![cold] });
-    directory.mounts.insert(cam("metz/refused"), Mount { tracks: vec![refused] });
-    directory.mounts.insert(cam("metz/two"), Mount { tracks: vec![live, second] });
+    directory.mounts.insert(
+        cam("metz/cam-1"),
+        Mount {
+            tracks: vec![live.clone()],
+        },
+    );
+    directory
+        .mounts
+        .insert(cam("metz/cold"), Mount { tracks: vec![cold] });
+    directory.mounts.insert(
+        cam("metz/refused"),
+        Mount {
+            tracks: vec![refused],
+        },
+    );
+    directory.mounts.insert(
+        cam("metz/two"),
+        Mount {
+            tracks: vec![live, second],
+        },
+    );
     directory.refusals.insert(
         cam("metz/refused"),
         ViewRefusal::Forbidden {
@@ -310,7 +352,11 @@ impl Client {
         );
         self.stream.write_all(text.as_bytes()).await.unwrap();
         let answer = self.read_answer().await.expect("an answer");
-        assert_eq!(answer.get("CSeq"), Some(self.cseq.to_string().as_str()), "{answer:?}");
+        assert_eq!(
+            answer.get("CSeq"),
+            Some(self.cseq.to_string().as_str()),
+            "{answer:?}"
+        );
         answer
     }
 
@@ -355,7 +401,8 @@ impl Client {
                 if self.buf.len() < 4 + len {
                     break;
                 }
-                self.frames.push((self.buf[1], self.buf[4..4 + len].to_vec()));
+                self.frames
+                    .push((self.buf[1], self.buf[4..4 + len].to_vec()));
                 self.buf.drain(..4 + len);
             }
             if self.buf.first().is_some_and(|&b| b != b'$')
@@ -443,9 +490,14 @@ async fn status_codes_through_the_server() {
         assert!(a.get("WWW-Authenticate").unwrap().starts_with("Digest "));
 
         let mut c = Client::connect(addr).await.basic("alice", "wonderland");
-        let a = c.request("DESCRIBE", "metz/cam-1", "Accept: application/sdp\r\n").await;
+        let a = c
+            .request("DESCRIBE", "metz/cam-1", "Accept: application/sdp\r\n")
+            .await;
         assert_eq!(a.status, 200);
-        assert_eq!(a.get("Content-Base"), Some(format!("rtsp://{addr}/metz/cam-1/").as_str()));
+        assert_eq!(
+            a.get("Content-Base"),
+            Some(format!("rtsp://{addr}/metz/cam-1/").as_str())
+        );
         let sdp = String::from_utf8(a.body.clone()).unwrap();
         assert!(sdp.contains("a=rtpmap:96 H264/90000"), "{sdp}");
         assert!(sdp.contains("profile-level-id=4d"), "{sdp}");
@@ -453,11 +505,17 @@ async fn status_codes_through_the_server() {
         // Two tracks at one path.
         let a = c.request("DESCRIBE", "metz/two", "").await;
         let sdp = String::from_utf8(a.body.clone()).unwrap();
-        assert!(sdp.contains("a=control:track=0") && sdp.contains("a=control:track=1"), "{sdp}");
+        assert!(
+            sdp.contains("a=control:track=0") && sdp.contains("a=control:track=1"),
+            "{sdp}"
+        );
         // Allowed by alice's patterns but not in the directory: 404, like a camera she
         // may not see.
         assert_eq!(c.request("DESCRIBE", "metz/nowhere", "").await.status, 404);
-        assert_eq!(c.request("DESCRIBE", "sncf/woippy/quai-1", "").await.status, 404);
+        assert_eq!(
+            c.request("DESCRIBE", "sncf/woippy/quai-1", "").await.status,
+            404
+        );
         assert_eq!(c.request("DESCRIBE", "metz/../sncf", "").await.status, 400);
         let long = format!("metz/{}", "x".repeat(300));
         assert_eq!(c.request("DESCRIBE", &long, "").await.status, 414);
@@ -466,17 +524,32 @@ async fn status_codes_through_the_server() {
         // SETUP of a track the mount does not have: 404; aggregate SETUP of a two-track
         // mount: 459.
         let tcp = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n";
-        assert_eq!(c.request("SETUP", "metz/cam-1/track=3", tcp).await.status, 404);
+        assert_eq!(
+            c.request("SETUP", "metz/cam-1/track=3", tcp).await.status,
+            404
+        );
         assert_eq!(c.request("SETUP", "metz/two", tcp).await.status, 459);
         // The hook refuses: 403, and no guard was handed out.
         let a = c.request("SETUP", "metz/refused/track=0", tcp).await;
         assert_eq!(a.status, 200);
         let s = session_of(&a);
-        let a = c.request("PLAY", "metz/refused/", &format!("Session: {s}\r\n")).await;
+        let a = c
+            .request("PLAY", "metz/refused/", &format!("Session: {s}\r\n"))
+            .await;
         assert_eq!(a.status, 403);
         assert_eq!(running.directory.opened.load(Ordering::SeqCst), 0);
-        assert_eq!(c.request("TEARDOWN", "metz/refused/", &format!("Session: {s}\r\n")).await.status, 200);
-        assert_eq!(c.request("PLAY", "metz/refused/", &format!("Session: {s}\r\n")).await.status, 454);
+        assert_eq!(
+            c.request("TEARDOWN", "metz/refused/", &format!("Session: {s}\r\n"))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            c.request("PLAY", "metz/refused/", &format!("Session: {s}\r\n"))
+                .await
+                .status,
+            454
+        );
         running.shutdown().await;
     })
     .await
@@ -485,7 +558,12 @@ async fn status_codes_through_the_server() {
 
 /// Reads interleaved frames until `n` RTP packets on `channel`; checks the RTP header
 /// and returns (sequence numbers, timestamps, RTCP frames seen).
-async fn read_rtp(c: &mut Client, rtp_channel: u8, ssrc: u32, n: usize) -> (Vec<u16>, Vec<u32>, Vec<Vec<u8>>) {
+async fn read_rtp(
+    c: &mut Client,
+    rtp_channel: u8,
+    ssrc: u32,
+    n: usize,
+) -> (Vec<u16>, Vec<u32>, Vec<Vec<u8>>) {
     let mut seqs = Vec::new();
     let mut timestamps = Vec::new();
     let mut rtcp = Vec::new();
@@ -506,7 +584,10 @@ async fn read_rtp(c: &mut Client, rtp_channel: u8, ssrc: u32, n: usize) -> (Vec<
 }
 
 fn ssrc_of(transport: &str) -> u32 {
-    let hex = transport.split(';').find_map(|p| p.strip_prefix("ssrc=")).unwrap();
+    let hex = transport
+        .split(';')
+        .find_map(|p| p.strip_prefix("ssrc="))
+        .unwrap();
     u32::from_str_radix(hex, 16).unwrap()
 }
 
@@ -516,7 +597,11 @@ async fn interleaved_play_sends_numbered_rtp_and_sender_reports_then_teardown_re
         let running = start(test_settings()).await;
         let mut c = Client::connect(running.addr).await.basic("vms", "s3cret");
         let a = c
-            .request("SETUP", "metz/cam-1/track=0", "Transport: RTP/AVP/TCP;unicast;interleaved=4-5\r\n")
+            .request(
+                "SETUP",
+                "metz/cam-1/track=0",
+                "Transport: RTP/AVP/TCP;unicast;interleaved=4-5\r\n",
+            )
             .await;
         assert_eq!(a.status, 200);
         let transport = a.get("Transport").unwrap().to_owned();
@@ -524,7 +609,9 @@ async fn interleaved_play_sends_numbered_rtp_and_sender_reports_then_teardown_re
         let ssrc = ssrc_of(&transport);
         let s = session_of(&a);
         assert_eq!(a.get("Session").unwrap(), format!("{s};timeout=60"));
-        let a = c.request("PLAY", "metz/cam-1/", &format!("Session: {s}\r\n")).await;
+        let a = c
+            .request("PLAY", "metz/cam-1/", &format!("Session: {s}\r\n"))
+            .await;
         assert_eq!(a.status, 200);
         let info = a.get("RTP-Info").unwrap().to_owned();
         let field = |name: &str| -> u32 {
@@ -534,7 +621,10 @@ async fn interleaved_play_sends_numbered_rtp_and_sender_reports_then_teardown_re
                 .parse()
                 .unwrap()
         };
-        assert!(info.starts_with(&format!("url=rtsp://{}/metz/cam-1/track=0;", running.addr)), "{info}");
+        assert!(
+            info.starts_with(&format!("url=rtsp://{}/metz/cam-1/track=0;", running.addr)),
+            "{info}"
+        );
         let (seq0, rtptime) = (field("seq=") as u16, field("rtptime="));
         assert_eq!(running.directory.opened.load(Ordering::SeqCst), 1);
         {
@@ -551,12 +641,24 @@ async fn interleaved_play_sends_numbered_rtp_and_sender_reports_then_teardown_re
         }
         assert_eq!(timestamps[0], rtptime);
         // The camera's mapping produced a sender report from this leg's SSRC.
-        let sr = rtcp.first().expect("a sender report right after the first mapping");
+        let sr = rtcp
+            .first()
+            .expect("a sender report right after the first mapping");
         assert_eq!(sr[1], 200, "RTCP SR");
         assert_eq!(u32::from_be_bytes(sr[4..8].try_into().unwrap()), ssrc);
         // Keep-alive, then TEARDOWN: the guard drops before the reply.
-        assert_eq!(c.request("GET_PARAMETER", "metz/cam-1/", &format!("Session: {s}\r\n")).await.status, 200);
-        assert_eq!(c.request("TEARDOWN", "metz/cam-1/", &format!("Session: {s}\r\n")).await.status, 200);
+        assert_eq!(
+            c.request("GET_PARAMETER", "metz/cam-1/", &format!("Session: {s}\r\n"))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            c.request("TEARDOWN", "metz/cam-1/", &format!("Session: {s}\r\n"))
+                .await
+                .status,
+            200
+        );
         assert_eq!(running.directory.closed.load(Ordering::SeqCst), 1);
         running.shutdown().await;
     })
@@ -570,13 +672,18 @@ async fn udp_goes_to_the_peer_from_the_configured_range() {
         let running = start(test_settings()).await;
         let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let port = rtp.local_addr().unwrap().port();
-        let mut c = Client::connect(running.addr).await.basic("alice", "wonderland");
+        let mut c = Client::connect(running.addr)
+            .await
+            .basic("alice", "wonderland");
         // destination= names someone else: ignored, media comes to us.
         let a = c
             .request(
                 "SETUP",
                 "metz/cam-1/track=0",
-                &format!("Transport: RTP/AVP;unicast;destination=192.0.2.77;client_port={port}-{}\r\n", port + 1),
+                &format!(
+                    "Transport: RTP/AVP;unicast;destination=192.0.2.77;client_port={port}-{}\r\n",
+                    port + 1
+                ),
             )
             .await;
         assert_eq!(a.status, 200);
@@ -588,9 +695,17 @@ async fn udp_goes_to_the_peer_from_the_configured_range() {
             .unwrap();
         let (sp, sp1) = server_ports.split_once('-').unwrap();
         let (sp, sp1): (u16, u16) = (sp.parse().unwrap(), sp1.parse().unwrap());
-        assert!((41000..=41099).contains(&sp) && sp % 2 == 0 && sp1 == sp + 1, "{transport}");
+        assert!(
+            (41000..=41099).contains(&sp) && sp % 2 == 0 && sp1 == sp + 1,
+            "{transport}"
+        );
         let s = session_of(&a);
-        assert_eq!(c.request("PLAY", "metz/cam-1/", &format!("Session: {s}\r\n")).await.status, 200);
+        assert_eq!(
+            c.request("PLAY", "metz/cam-1/", &format!("Session: {s}\r\n"))
+                .await
+                .status,
+            200
+        );
         let mut buf = [0u8; 2048];
         let (n, from) = tokio::time::timeout(Duration::from_secs(5), rtp.recv_from(&mut buf))
             .await
@@ -598,11 +713,17 @@ async fn udp_goes_to_the_peer_from_the_configured_range() {
             .unwrap();
         assert!(n > 12);
         assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], sp)));
-        assert_eq!(u32::from_be_bytes(buf[8..12].try_into().unwrap()), ssrc_of(&transport));
+        assert_eq!(
+            u32::from_be_bytes(buf[8..12].try_into().unwrap()),
+            ssrc_of(&transport)
+        );
         // Disconnecting ends the viewing session.
         drop(c);
         let closed = running.directory.closed.clone();
-        wait_for("the guard to drop on disconnect", || closed.load(Ordering::SeqCst) == 1).await;
+        wait_for("the guard to drop on disconnect", || {
+            closed.load(Ordering::SeqCst) == 1
+        })
+        .await;
         running.shutdown().await;
     })
     .await
@@ -644,8 +765,12 @@ async fn limits_and_timeouts() {
             ..test_settings()
         };
         let running = start(settings).await;
-        let mut a = Client::connect(running.addr).await.basic("alice", "wonderland");
-        let mut b = Client::connect(running.addr).await.basic("alice", "wonderland");
+        let mut a = Client::connect(running.addr)
+            .await
+            .basic("alice", "wonderland");
+        let mut b = Client::connect(running.addr)
+            .await
+            .basic("alice", "wonderland");
         assert_eq!(a.request("OPTIONS", "metz/cam-1", "").await.status, 200);
         assert_eq!(b.request("OPTIONS", "metz/cam-1", "").await.status, 200);
         // A third connection is closed at once.
@@ -655,12 +780,23 @@ async fn limits_and_timeouts() {
         let tcp = "Transport: RTP/AVP/TCP;unicast\r\n";
         let first = a.request("SETUP", "metz/cam-1/track=0", tcp).await;
         assert_eq!(first.status, 200);
-        assert_eq!(b.request("SETUP", "metz/cam-1/track=0", tcp).await.status, 503);
+        assert_eq!(
+            b.request("SETUP", "metz/cam-1/track=0", tcp).await.status,
+            503
+        );
         // Without keep-alive the session times out and frees its slot.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let s = session_of(&first);
-        assert_eq!(a.request("PLAY", "metz/cam-1/", &format!("Session: {s}\r\n")).await.status, 454);
-        assert_eq!(b.request("SETUP", "metz/cam-1/track=0", tcp).await.status, 200);
+        assert_eq!(
+            a.request("PLAY", "metz/cam-1/", &format!("Session: {s}\r\n"))
+                .await
+                .status,
+            454
+        );
+        assert_eq!(
+            b.request("SETUP", "metz/cam-1/track=0", tcp).await.status,
+            200
+        );
         // A connection without session and silent for idle_timeout is closed.
         assert!(a.closed_by_server().await);
         running.shutdown().await;
@@ -674,14 +810,22 @@ fn ffprobe_frames(url: &str, transport: &str) -> (usize, String) {
     let output = Command::new("timeout")
         .args(["25", "ffprobe", "-v", "error", "-rtsp_transport", transport])
         .args(["-select_streams", "v:0", "-read_intervals", "%+#30"])
-        .args(["-show_entries", "frame=width,height", "-show_entries", "stream=codec_name"])
+        .args([
+            "-show_entries",
+            "frame=width,height",
+            "-show_entries",
+            "stream=codec_name",
+        ])
         .args(["-of", "csv=p=0"])
         .arg(url)
         .output()
         .expect("ffprobe runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "ffprobe {transport} failed: {stderr}\n{stdout}");
+    assert!(
+        output.status.success(),
+        "ffprobe {transport} failed: {stderr}\n{stdout}"
+    );
     let frames = stdout.lines().filter(|l| *l == "320,240").count();
     (frames, stdout)
 }
@@ -693,9 +837,10 @@ async fn ffprobe_reads_frames_over_tcp_and_udp() {
         let url = format!("rtsp://alice:wonderland@{}/metz/cam-1", running.addr);
         for transport in ["tcp", "udp"] {
             let url = url.clone();
-            let (frames, out) = tokio::task::spawn_blocking(move || ffprobe_frames(&url, transport))
-                .await
-                .unwrap();
+            let (frames, out) =
+                tokio::task::spawn_blocking(move || ffprobe_frames(&url, transport))
+                    .await
+                    .unwrap();
             assert!(frames >= 25, "{transport}: {frames} frames\n{out}");
             assert!(out.contains("h264"), "{out}");
         }
@@ -703,14 +848,72 @@ async fn ffprobe_reads_frames_over_tcp_and_udp() {
         // ended when it left.
         assert_eq!(running.directory.opened.load(Ordering::SeqCst), 2);
         let closed = running.directory.closed.clone();
-        wait_for("both viewing sessions to end", || closed.load(Ordering::SeqCst) == 2).await;
-        assert!(running
-            .directory
-            .viewers
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|(v, c)| v.name == "alice" && v.kind == AgentKind::Agent && c.as_str() == "metz/cam-1"));
+        wait_for("both viewing sessions to end", || {
+            closed.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        assert!(
+            running
+                .directory
+                .viewers
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(v, c)| v.name == "alice"
+                    && v.kind == AgentKind::Agent
+                    && c.as_str() == "metz/cam-1")
+        );
+        running.shutdown().await;
+    })
+    .await
+    .expect("test bounded");
+}
+
+/// Runs GStreamer's rtspsrc until `buffers` decoded frames reached the sink.
+fn gstreamer_decodes(addr: SocketAddr, protocol: &str, buffers: usize) -> std::process::Output {
+    Command::new("timeout")
+        .args(["25", "gst-launch-1.0", "-q", "rtspsrc"])
+        .arg(format!("location=rtsp://{addr}/metz/cam-1"))
+        .args(["user-id=vms", "user-pw=s3cret"])
+        .arg(format!("protocols={protocol}"))
+        .args([
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "fakesink",
+        ])
+        .arg(format!("num-buffers={buffers}"))
+        .output()
+        .expect("gst-launch-1.0 runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gstreamer_rtspsrc_decodes_over_tcp_and_udp() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let running = start(test_settings()).await;
+        let addr = running.addr;
+        for protocol in ["tcp", "udp"] {
+            // fakesink ends the pipeline after 25 decoded frames: exit 0 means they came.
+            let out = tokio::task::spawn_blocking(move || gstreamer_decodes(addr, protocol, 25))
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{protocol}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(running.directory.opened.load(Ordering::SeqCst), 2);
+        let closed = running.directory.closed.clone();
+        wait_for("both viewing sessions to end", || {
+            closed.load(Ordering::SeqCst) == 2
+        })
+        .await;
         running.shutdown().await;
     })
     .await

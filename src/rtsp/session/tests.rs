@@ -103,12 +103,27 @@ impl Fixture {
             "SETUP {BASE}/{camera}/track=0 RTSP/1.0\r\nCSeq: 3\r\n{}Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
             alice()
         ));
-        let Step::Setup(job) = step else { panic!("{step:?}") };
+        let Step::Setup(job) = step else {
+            panic!("{step:?}")
+        };
         let (key, _, r) = self
             .core
-            .finish_setup(&job, SetupGrant { track: 0, server_ports: None }, self.t0)
+            .finish_setup(
+                &job,
+                SetupGrant {
+                    track: 0,
+                    server_ports: None,
+                },
+                self.t0,
+            )
             .unwrap();
-        let id = r.get("Session").unwrap().split(';').next().unwrap().to_owned();
+        let id = r
+            .get("Session")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
         (key, id)
     }
 }
@@ -138,7 +153,13 @@ fn protocol_errors() {
     let r = reply(f.handle("OPTIONS * RTSP/1.0\r\nCSeq: 2\r\nRequire: play.scale\r\n"));
     assert_eq!(r.status(), 551);
     assert_eq!(r.get("Unsupported"), Some("play.scale"));
-    for m in ["ANNOUNCE", "RECORD", "SET_PARAMETER", "REDIRECT", "FROBNICATE"] {
+    for m in [
+        "ANNOUNCE",
+        "RECORD",
+        "SET_PARAMETER",
+        "REDIRECT",
+        "FROBNICATE",
+    ] {
         assert_eq!(
             f.status(&format!("{m} {BASE}/metz/cam-1 RTSP/1.0\r\nCSeq: 4\r\n")),
             501,
@@ -160,8 +181,12 @@ fn describe_challenges_then_accepts_digest() {
     let nonce = challenge_nonce(challenges[0]);
     for qop in [false, true] {
         let h = digest_header("alice", "wonderland", "DESCRIBE", &uri, &nonce, qop);
-        let step = f.handle(&format!("DESCRIBE {uri} RTSP/1.0\r\nCSeq: 3\r\nAuthorization: {h}\r\n"));
-        let Step::Describe(job) = step else { panic!("{step:?}") };
+        let step = f.handle(&format!(
+            "DESCRIBE {uri} RTSP/1.0\r\nCSeq: 3\r\nAuthorization: {h}\r\n"
+        ));
+        let Step::Describe(job) = step else {
+            panic!("{step:?}")
+        };
         assert_eq!(job.camera.as_str(), "metz/cam-1");
         assert_eq!(job.user.name, "alice");
         assert_eq!(job.content_base, format!("{uri}/"));
@@ -169,7 +194,9 @@ fn describe_challenges_then_accepts_digest() {
     // Wrong password.
     let h = digest_header("alice", "guess", "DESCRIBE", &uri, &nonce, false);
     assert_eq!(
-        f.status(&format!("DESCRIBE {uri} RTSP/1.0\r\nCSeq: 4\r\nAuthorization: {h}\r\n")),
+        f.status(&format!(
+            "DESCRIBE {uri} RTSP/1.0\r\nCSeq: 4\r\nAuthorization: {h}\r\n"
+        )),
         401
     );
 }
@@ -177,8 +204,13 @@ fn describe_challenges_then_accepts_digest() {
 #[test]
 fn describe_answer_is_sdp_with_content_base() {
     let mut f = fixture();
-    let step = f.handle(&format!("DESCRIBE {BASE}/metz/cam-1 RTSP/1.0\r\nCSeq: 5\r\n{}", alice()));
-    let Step::Describe(job) = step else { panic!("{step:?}") };
+    let step = f.handle(&format!(
+        "DESCRIBE {BASE}/metz/cam-1 RTSP/1.0\r\nCSeq: 5\r\n{}",
+        alice()
+    ));
+    let Step::Describe(job) = step else {
+        panic!("{step:?}")
+    };
     let info = StreamInfo {
         codec: Codec::H264,
         clock_rate: 90_000,
@@ -187,7 +219,10 @@ fn describe_answer_is_sdp_with_content_base() {
     let r = f.core.finish_describe(&job, 7, &[info]);
     assert_eq!(r.status(), 200);
     assert_eq!(r.get("CSeq"), Some("5"));
-    assert_eq!(r.get("Content-Base"), Some("rtsp://gw.example:8554/metz/cam-1/"));
+    assert_eq!(
+        r.get("Content-Base"),
+        Some("rtsp://gw.example:8554/metz/cam-1/")
+    );
     assert_eq!(r.get("Content-Type"), Some("application/sdp"));
     let body = std::str::from_utf8(r.body_bytes()).unwrap();
     assert!(body.contains("a=control:track=0\r\n"));
@@ -199,7 +234,10 @@ fn describe_answer_is_sdp_with_content_base() {
 fn unknown_camera_ids_answer_404_400_414() {
     let mut f = fixture();
     let d = |f: &mut Fixture, path: &str| {
-        f.status(&format!("DESCRIBE {BASE}/{path} RTSP/1.0\r\nCSeq: 2\r\n{}", alice()))
+        f.status(&format!(
+            "DESCRIBE {BASE}/{path} RTSP/1.0\r\nCSeq: 2\r\n{}",
+            alice()
+        ))
     };
     // Not among alice's patterns: 404 whether it exists or not.
     assert_eq!(d(&mut f, "sncf/woippy/quai-1"), 404);
@@ -217,21 +255,35 @@ fn unknown_camera_ids_answer_404_400_414() {
     // A track URL describes nothing.
     assert_eq!(d(&mut f, "metz/cam-1/track=0"), 404);
     // Credentials come first: no hint about ids to anyone without them.
-    assert_eq!(f.status(&format!("DESCRIBE {BASE}/metz/../x RTSP/1.0\r\nCSeq: 2\r\n")), 401);
+    assert_eq!(
+        f.status(&format!(
+            "DESCRIBE {BASE}/metz/../x RTSP/1.0\r\nCSeq: 2\r\n"
+        )),
+        401
+    );
 }
 
 #[test]
 fn target_parsing() {
     let t = Target::parse(Some("rtsp://h:554/metz/cam-1/track=2")).unwrap();
-    assert_eq!((t.origin.as_str(), t.camera.as_str(), t.track), ("rtsp://h:554", "metz/cam-1", Some(2)));
+    assert_eq!(
+        (t.origin.as_str(), t.camera.as_str(), t.track),
+        ("rtsp://h:554", "metz/cam-1", Some(2))
+    );
     let t = Target::parse(Some("rtsp://h/metz/cam-1/")).unwrap();
     assert_eq!((t.camera.as_str(), t.track), ("metz/cam-1", None));
     let t = Target::parse(Some("rtsp://[2001:db8::1]:8554/cam?x=1")).unwrap();
-    assert_eq!((t.origin.as_str(), t.camera.as_str()), ("rtsp://[2001:db8::1]:8554", "cam"));
+    assert_eq!(
+        (t.origin.as_str(), t.camera.as_str()),
+        ("rtsp://[2001:db8::1]:8554", "cam")
+    );
     assert_eq!(Target::parse(Some("http://h/cam")), Err(400));
     assert_eq!(Target::parse(Some("rtsp://h")), Err(400));
     assert_eq!(Target::parse(None), Err(400));
-    assert_eq!(Target::parse(Some(&format!("rtsp://h/{}", "a/".repeat(600)))), Err(414));
+    assert_eq!(
+        Target::parse(Some(&format!("rtsp://h/{}", "a/".repeat(600)))),
+        Err(414)
+    );
 }
 
 #[test]
@@ -241,12 +293,21 @@ fn setup_tcp_then_play_then_teardown() {
         "SETUP {BASE}/metz/cam-1/track=0 RTSP/1.0\r\nCSeq: 3\r\n{}Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
         alice()
     ));
-    let Step::Setup(job) = step else { panic!("{step:?}") };
+    let Step::Setup(job) = step else {
+        panic!("{step:?}")
+    };
     assert_eq!(job.track, Some(0));
     assert_eq!(job.transport, RequestedTransport::Interleaved(Some((0, 1))));
     let (key, leg, r) = f
         .core
-        .finish_setup(&job, SetupGrant { track: 0, server_ports: None }, f.t0)
+        .finish_setup(
+            &job,
+            SetupGrant {
+                track: 0,
+                server_ports: None,
+            },
+            f.t0,
+        )
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(leg.transport, LegTransport::Interleaved { rtp: 0, rtcp: 1 });
@@ -262,25 +323,52 @@ fn setup_tcp_then_play_then_teardown() {
     assert_eq!(id.len(), 16);
 
     // PLAY on another id: 454; without one: 454.
-    assert_eq!(f.status(&format!("PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 4\r\nSession: 0123\r\n")), 454);
-    assert_eq!(f.status(&format!("PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 4\r\n")), 454);
+    assert_eq!(
+        f.status(&format!(
+            "PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 4\r\nSession: 0123\r\n"
+        )),
+        454
+    );
+    assert_eq!(
+        f.status(&format!("PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 4\r\n")),
+        454
+    );
 
-    let step = f.handle(&format!("PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 5\r\nSession: {id}\r\nRange: npt=0.000-\r\n"));
-    let Step::Play(job) = step else { panic!("{step:?}") };
+    let step = f.handle(&format!(
+        "PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 5\r\nSession: {id}\r\nRange: npt=0.000-\r\n"
+    ));
+    let Step::Play(job) = step else {
+        panic!("{step:?}")
+    };
     assert_eq!(job.key, key);
     assert_eq!(job.user.name, "alice");
     assert_eq!(job.legs, vec![leg.clone()]);
-    let r = f.core.finish_play(&job, &[PlayStart { seq: leg.first_seq, rtptime: Some(123_456) }], f.t0);
+    let r = f.core.finish_play(
+        &job,
+        &[PlayStart {
+            seq: leg.first_seq,
+            rtptime: Some(123_456),
+        }],
+        f.t0,
+    );
     assert_eq!(r.status(), 200);
     assert_eq!(r.get("CSeq"), Some("5"));
     assert_eq!(
         r.get("RTP-Info").unwrap(),
-        format!("url={BASE}/metz/cam-1/track=0;seq={};rtptime=123456", leg.first_seq)
+        format!(
+            "url={BASE}/metz/cam-1/track=0;seq={};rtptime=123456",
+            leg.first_seq
+        )
     );
     assert_eq!(r.get("Session"), Some(id));
 
     // PLAY again: plain 200. SETUP while playing: 455.
-    assert_eq!(f.status(&format!("PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 6\r\nSession: {id}\r\n")), 200);
+    assert_eq!(
+        f.status(&format!(
+            "PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 6\r\nSession: {id}\r\n"
+        )),
+        200
+    );
     assert_eq!(
         f.status(&format!(
             "SETUP {BASE}/metz/cam-1/track=1 RTSP/1.0\r\nCSeq: 7\r\nSession: {id}\r\nTransport: RTP/AVP/TCP;unicast\r\n"
@@ -289,18 +377,32 @@ fn setup_tcp_then_play_then_teardown() {
     );
 
     // PAUSE stops media; a second PAUSE is a no-op.
-    match f.handle(&format!("PAUSE {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 8\r\nSession: {id}\r\n")) {
+    match f.handle(&format!(
+        "PAUSE {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 8\r\nSession: {id}\r\n"
+    )) {
         Step::Pause { key: k, reply } => {
             assert_eq!(k, key);
             assert_eq!(reply.status(), 200);
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(f.status(&format!("PAUSE {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 9\r\nSession: {id}\r\n")), 200);
+    assert_eq!(
+        f.status(&format!(
+            "PAUSE {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 9\r\nSession: {id}\r\n"
+        )),
+        200
+    );
     // PLAY after PAUSE needs the hook again.
-    assert_eq!(f.status(&format!("PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 10\r\nSession: {id}\r\n")), 1003);
+    assert_eq!(
+        f.status(&format!(
+            "PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 10\r\nSession: {id}\r\n"
+        )),
+        1003
+    );
 
-    match f.handle(&format!("TEARDOWN {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 11\r\nSession: {id}\r\n")) {
+    match f.handle(&format!(
+        "TEARDOWN {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 11\r\nSession: {id}\r\n"
+    )) {
         Step::Teardown { key: k, reply } => {
             assert_eq!(k, key);
             assert_eq!(reply.status(), 200);
@@ -308,8 +410,18 @@ fn setup_tcp_then_play_then_teardown() {
         other => panic!("{other:?}"),
     }
     assert!(f.core.sessions().is_empty());
-    assert_eq!(f.status(&format!("TEARDOWN {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 12\r\nSession: {id}\r\n")), 454);
-    assert_eq!(f.status(&format!("GET_PARAMETER {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 13\r\nSession: {id}\r\n")), 454);
+    assert_eq!(
+        f.status(&format!(
+            "TEARDOWN {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 12\r\nSession: {id}\r\n"
+        )),
+        454
+    );
+    assert_eq!(
+        f.status(&format!(
+            "GET_PARAMETER {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 13\r\nSession: {id}\r\n"
+        )),
+        454
+    );
 }
 
 #[test]
@@ -321,11 +433,26 @@ fn setup_udp_sends_to_the_peer_never_to_destination() {
          Transport: RTP/AVP;unicast;destination=203.0.113.9;client_port=5000-5001\r\n",
         alice()
     ));
-    let Step::Setup(job) = step else { panic!("{step:?}") };
-    assert_eq!(job.transport, RequestedTransport::Udp { rtp: 5000, rtcp: 5001 });
+    let Step::Setup(job) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(
+        job.transport,
+        RequestedTransport::Udp {
+            rtp: 5000,
+            rtcp: 5001
+        }
+    );
     let (_, leg, r) = f
         .core
-        .finish_setup(&job, SetupGrant { track: 0, server_ports: Some((30000, 30001)) }, f.t0)
+        .finish_setup(
+            &job,
+            SetupGrant {
+                track: 0,
+                server_ports: Some((30000, 30001)),
+            },
+            f.t0,
+        )
         .unwrap();
     assert_eq!(
         leg.transport,
@@ -337,7 +464,10 @@ fn setup_udp_sends_to_the_peer_never_to_destination() {
         }
     );
     let transport = r.get("Transport").unwrap();
-    assert!(transport.contains("client_port=5000-5001;server_port=30000-30001"), "{transport}");
+    assert!(
+        transport.contains("client_port=5000-5001;server_port=30000-30001"),
+        "{transport}"
+    );
     assert!(!transport.contains("destination"), "{transport}");
     assert!(!text(&r).contains("203.0.113.9"));
 }
@@ -346,20 +476,33 @@ fn setup_udp_sends_to_the_peer_never_to_destination() {
 fn setup_refusals() {
     let mut f = fixture();
     let setup = |f: &mut Fixture, extra: &str, path: &str| {
-        f.status(&format!("SETUP {BASE}/{path} RTSP/1.0\r\nCSeq: 3\r\n{extra}"))
+        f.status(&format!(
+            "SETUP {BASE}/{path} RTSP/1.0\r\nCSeq: 3\r\n{extra}"
+        ))
     };
     let tcp = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n";
     assert_eq!(setup(&mut f, tcp, "metz/cam-1/track=0"), 401);
     let a = alice();
-    assert_eq!(setup(&mut f, &format!("{a}{tcp}"), "sncf/woippy/q/track=0"), 404);
+    assert_eq!(
+        setup(&mut f, &format!("{a}{tcp}"), "sncf/woippy/q/track=0"),
+        404
+    );
     assert_eq!(setup(&mut f, &format!("{a}{tcp}"), "metz/CAM/track=0"), 400);
     assert_eq!(setup(&mut f, &a, "metz/cam-1/track=0"), 400);
     assert_eq!(
-        setup(&mut f, &format!("{a}Transport: RTP/AVP;multicast\r\n"), "metz/cam-1/track=0"),
+        setup(
+            &mut f,
+            &format!("{a}Transport: RTP/AVP;multicast\r\n"),
+            "metz/cam-1/track=0"
+        ),
         461
     );
     assert_eq!(
-        setup(&mut f, &format!("{a}Transport: RAW/RAW/UDP;unicast\r\n"), "metz/cam-1/track=0"),
+        setup(
+            &mut f,
+            &format!("{a}Transport: RAW/RAW/UDP;unicast\r\n"),
+            "metz/cam-1/track=0"
+        ),
         461
     );
     // A session's camera is fixed; each track once.
@@ -367,15 +510,27 @@ fn setup_refusals() {
     let s = format!("Session: {id}\r\n{tcp}");
     assert_eq!(setup(&mut f, &s, "metz/cam-2/track=1"), 455);
     assert_eq!(setup(&mut f, &s, "metz/cam-1/track=0"), 455);
-    assert_eq!(setup(&mut f, "Session: nope\r\n", "metz/cam-1/track=1"), 454);
+    assert_eq!(
+        setup(&mut f, "Session: nope\r\n", "metz/cam-1/track=1"),
+        454
+    );
     // A second track joins the session, credentials not needed again.
     let step = f.handle(&format!(
         "SETUP {BASE}/metz/cam-1/track=1 RTSP/1.0\r\nCSeq: 9\r\n{s}"
     ));
-    let Step::Setup(job) = step else { panic!("{step:?}") };
+    let Step::Setup(job) = step else {
+        panic!("{step:?}")
+    };
     let (_, leg, r) = f
         .core
-        .finish_setup(&job, SetupGrant { track: 1, server_ports: None }, f.t0)
+        .finish_setup(
+            &job,
+            SetupGrant {
+                track: 1,
+                server_ports: None,
+            },
+            f.t0,
+        )
         .unwrap();
     // Channels 0-1 are taken by track 0: the server picks the next pair.
     assert_eq!(leg.transport, LegTransport::Interleaved { rtp: 2, rtcp: 3 });
@@ -392,24 +547,32 @@ fn sessions_time_out_unless_kept_alive() {
     assert_eq!(f.core.poll_timeout(f.t0 + Duration::from_secs(59)), None);
     // GET_PARAMETER and OPTIONS with the session are keep-alives.
     let r = reply(f.core.handle_request(
-        &req(&format!("GET_PARAMETER {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 5\r\nSession: {id}\r\n")),
+        &req(&format!(
+            "GET_PARAMETER {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 5\r\nSession: {id}\r\n"
+        )),
         f.t0 + Duration::from_secs(50),
     ));
     assert_eq!(r.status(), 200);
     assert_eq!(f.core.poll_timeout(f.t0 + Duration::from_secs(61)), None);
     let r = reply(f.core.handle_request(
-        &req(&format!("OPTIONS * RTSP/1.0\r\nCSeq: 6\r\nSession: {id};timeout=60\r\n")),
+        &req(&format!(
+            "OPTIONS * RTSP/1.0\r\nCSeq: 6\r\nSession: {id};timeout=60\r\n"
+        )),
         f.t0 + Duration::from_secs(100),
     ));
     assert_eq!(r.status(), 200);
     // Interleaved RTCP from the client counts too.
     f.core.handle_activity(f.t0 + Duration::from_secs(150));
     assert_eq!(f.core.poll_timeout(f.t0 + Duration::from_secs(209)), None);
-    assert_eq!(f.core.poll_timeout(f.t0 + Duration::from_secs(210)), Some(key));
+    assert_eq!(
+        f.core.poll_timeout(f.t0 + Duration::from_secs(210)),
+        Some(key)
+    );
     assert!(f.core.sessions().is_empty());
     assert_eq!(f.core.next_timeout(), None);
     // GET_PARAMETER with a body asks for parameters the server does not have.
-    let r = reply(f.handle("GET_PARAMETER * RTSP/1.0\r\nCSeq: 7\r\nContent-Length: 8\r\n\r\nposition"));
+    let r =
+        reply(f.handle("GET_PARAMETER * RTSP/1.0\r\nCSeq: 7\r\nContent-Length: 8\r\n\r\nposition"));
     assert_eq!(r.status(), 451);
 }
 
@@ -419,11 +582,18 @@ fn repeated_bad_credentials_close_the_connection() {
     let bad = basic("alice", "guess");
     for i in 1..MAX_AUTH_FAILURES {
         assert!(
-            matches!(f.handle(&format!("DESCRIBE {BASE}/metz/c RTSP/1.0\r\nCSeq: {i}\r\n{bad}")), Step::Reply(_)),
+            matches!(
+                f.handle(&format!(
+                    "DESCRIBE {BASE}/metz/c RTSP/1.0\r\nCSeq: {i}\r\n{bad}"
+                )),
+                Step::Reply(_)
+            ),
             "attempt {i}"
         );
     }
-    match f.handle(&format!("DESCRIBE {BASE}/metz/c RTSP/1.0\r\nCSeq: 99\r\n{bad}")) {
+    match f.handle(&format!(
+        "DESCRIBE {BASE}/metz/c RTSP/1.0\r\nCSeq: 99\r\n{bad}"
+    )) {
         Step::Close(r) => assert_eq!(r.status(), 401),
         other => panic!("{other:?}"),
     }
@@ -445,7 +615,9 @@ fn stale_nonce_gets_a_fresh_challenge() {
     let h = digest_header("vms", "s3cret", "DESCRIBE", &uri, &nonce, true);
     let late = f.t0 + crate::rtsp::auth::NONCE_LIFETIME + Duration::from_secs(5);
     let r = match f.core.handle_request(
-        &req(&format!("DESCRIBE {uri} RTSP/1.0\r\nCSeq: 2\r\nAuthorization: {h}\r\n")),
+        &req(&format!(
+            "DESCRIBE {uri} RTSP/1.0\r\nCSeq: 2\r\nAuthorization: {h}\r\n"
+        )),
         late,
     ) {
         Step::Reply(r) => r,

@@ -14,6 +14,8 @@ use crate::cli::Command;
 use crate::config::{Config, ConfigError};
 use crate::management::{ManagementServer, Readiness};
 
+mod tools;
+
 /// Exit status for a bad configuration (sysexits `EX_USAGE`), fixed by the CLI contract.
 pub const EXIT_CONFIG: u8 = 64;
 /// Exit status for a refused policy (sysexits `EX_DATAERR`), fixed by the CLI contract.
@@ -39,6 +41,12 @@ pub fn main(command: Command) -> ExitCode {
             config,
             config_only,
         } => check(&config, config_only),
+        Command::Keygen {
+            dir,
+            name,
+            password_file,
+        } => tools::keygen(&dir, &name, password_file.as_deref()),
+        Command::Policy(command) => tools::policy_command(command),
     }
 }
 
@@ -73,7 +81,7 @@ fn check(path: &Path, config_only: bool) -> ExitCode {
     if config_only {
         return ExitCode::SUCCESS;
     }
-    ExitCode::SUCCESS
+    tools::check_policy(&config)
 }
 
 /// Runs the gateway until SIGTERM or SIGINT.

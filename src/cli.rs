@@ -63,6 +63,46 @@ pub enum Command {
     /// Sign, verify and show policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Make development certificates (a CA per organisation, a certificate per site).
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+/// `passerelle pki ...`: development certificates with the profile links require.
+/// Production sites use their organisation's PKI with the same profile.
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Make a CA: `NAME-ca.pem` and `NAME-ca.key` (mode 0600).
+    Init {
+        /// Where to write the files.
+        #[arg(short, long, default_value = ".")]
+        dir: PathBuf,
+        /// The CA's name, usually the organisation's.
+        #[arg(short, long)]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue a site certificate: the site id as its only DNS name, serverAuth and
+    /// clientAuth; writes `SITE.pem` and `SITE.key` (mode 0600).
+    Issue {
+        /// The CA certificate.
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// The CA key.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// The site id (a DNS name, such as csu.metz.example).
+        #[arg(long)]
+        site: String,
+        /// Where to write the files.
+        #[arg(short, long, default_value = ".")]
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 /// `passerelle policy ...`: the signed-policy tools, interoperable with `minisign`.

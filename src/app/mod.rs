@@ -47,6 +47,7 @@ pub fn main(command: Command) -> ExitCode {
             password_file,
         } => tools::keygen(&dir, &name, password_file.as_deref()),
         Command::Policy(command) => tools::policy_command(command),
+        Command::Pki(command) => tools::pki_command(command),
     }
 }
 

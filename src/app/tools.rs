@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::PolicyCommand;
+use crate::cli::{PkiCommand, PolicyCommand};
 use crate::config::Config;
+use crate::ids::SiteId;
+use crate::pki;
 use crate::policy::{
     self, EffectiveGrant, Policy, PolicyLoadError, SigningKey, TrustedKey, VerifiedPolicy,
 };
@@ -244,4 +246,47 @@ fn grant_row(grant: &EffectiveGrant<'_>) -> [String; 7] {
         join(grant.onward.iter().map(ToString::to_string).collect()),
         grant.basis.to_owned(),
     ]
+}
+
+/// `passerelle pki ...`.
+pub(super) fn pki_command(command: PkiCommand) -> ExitCode {
+    let now = jiff::Timestamp::now();
+    let done = match command {
+        PkiCommand::Init { dir, name, days } => pki::Validity::days_from(now, days)
+            .and_then(|validity| pki::init(&dir, &name, validity))
+            .map(|files| {
+                println!("CA certificate: {}", files.cert.display());
+                println!("CA key: {}", files.key.display());
+            })
+            .map_err(|error| error.to_string()),
+        PkiCommand::Issue {
+            ca_cert,
+            ca_key,
+            site,
+            dir,
+            days,
+        } => site
+            .parse::<SiteId>()
+            .map_err(|error| format!("--site {site}: {error}"))
+            .and_then(|site| {
+                pki::Validity::days_from(now, days)
+                    .and_then(|validity| pki::issue(&ca_cert, &ca_key, &site, validity, &dir))
+                    .map_err(|error| error.to_string())
+            })
+            .map(|files| {
+                println!(
+                    "certificate: {} (serial {})",
+                    files.cert.display(),
+                    files.serial
+                );
+                println!("key: {}", files.key.display());
+            }),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
 }

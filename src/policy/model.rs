@@ -245,7 +245,7 @@ pub enum PolicyError {
     #[error("policy is not valid TOML of the expected shape: {0}")]
     Syntax(String),
     /// The document has the right shape but some values are wrong; all of them are listed.
-    #[error("policy is invalid:\n{}", .0.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+    #[error("policy is invalid:{}", render_issues(.0))]
     Invalid(Vec<PolicyIssue>),
 }
 
@@ -257,6 +257,11 @@ pub struct PolicyIssue {
     pub path: String,
     /// What is wrong.
     pub message: String,
+}
+
+/// One issue per indented line, for the error message.
+fn render_issues(issues: &[PolicyIssue]) -> String {
+    issues.iter().map(|i| format!("\n  {i}")).collect()
 }
 
 impl PolicyError {

@@ -178,6 +178,11 @@ async fn serve<D: CameraDirectory>(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    // Finds a vanished client host even when no media is flowing to it.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let Ok(local) = stream.local_addr() else {
         return;
     };

@@ -311,6 +311,21 @@ pub struct Session {
     last_activity: Instant,
 }
 
+impl Session {
+    /// Whether the session expires without requests. A playing session whose media is
+    /// all interleaved does not: the connection is its liveness (clients receiving RTP
+    /// over TCP need not send keep-alives while data flows, and many VMSs do not), a
+    /// client that stops reading is closed by the write-stall timeout and a vanished
+    /// host by TCP keep-alive.
+    fn can_time_out(&self) -> bool {
+        !(self.playing
+            && self
+                .legs
+                .iter()
+                .all(|l| matches!(l.transport, LegTransport::Interleaved { .. })))
+    }
+}
+
 /// The sessions and counters of one RTSP connection; see the module doc.
 #[derive(Debug)]
 pub struct ConnectionCore {
@@ -334,19 +349,40 @@ pub struct Target {
     pub track: Option<usize>,
 }
 
+/// Why a request-URI names no camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Not `rtsp://HOST/<camera-id>[/track=N]`, or not a valid camera id (400).
+    #[error("request-URI names no valid camera")]
+    Malformed,
+    /// The URI or the camera id is longer than allowed (414).
+    #[error("request-URI too long")]
+    TooLong,
+}
+
+impl TargetError {
+    /// The RTSP status answered.
+    pub fn status(self) -> u16 {
+        match self {
+            TargetError::Malformed => 400,
+            TargetError::TooLong => 414,
+        }
+    }
+}
+
 impl Target {
-    /// Splits `rtsp://host/<camera-id>[/track=N][/]`. Errors are the status to answer:
-    /// 414 for an overlong URI or camera id, 400 for anything else that is not a camera id.
-    pub fn parse(uri: Option<&str>) -> Result<Target, u16> {
-        let uri = uri.ok_or(400u16)?;
+    /// Splits `rtsp://host/<camera-id>[/track=N][/]`.
+    pub fn parse(uri: Option<&str>) -> Result<Target, TargetError> {
+        use TargetError::{Malformed, TooLong};
+        let uri = uri.ok_or(Malformed)?;
         if uri.len() > MAX_URI_LEN {
-            return Err(414);
+            return Err(TooLong);
         }
-        let (scheme, rest) = uri.split_once("://").ok_or(400u16)?;
+        let (scheme, rest) = uri.split_once("://").ok_or(Malformed)?;
         if !scheme.eq_ignore_ascii_case("rtsp") && !scheme.eq_ignore_ascii_case("rtsps") {
-            return Err(400);
+            return Err(Malformed);
         }
-        let slash = rest.find('/').ok_or(400u16)?;
+        let slash = rest.find('/').ok_or(Malformed)?;
         let origin = &uri[..scheme.len() + 3 + slash];
         // Queries and fragments select nothing here.
         let path = rest[slash + 1..]
@@ -364,14 +400,14 @@ impl Target {
             Some(t) => {
                 let n = &t["track=".len()..];
                 if n.is_empty() || n.len() > 3 || !n.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(400);
+                    return Err(Malformed);
                 }
-                Some(n.parse().map_err(|_| 400u16)?)
+                Some(n.parse().map_err(|_| Malformed)?)
             }
         };
         let camera = path
             .parse::<CameraId>()
-            .map_err(|e| if e.is_too_long() { 414u16 } else { 400u16 })?;
+            .map_err(|e| if e.is_too_long() { TooLong } else { Malformed })?;
         Ok(Target {
             origin: origin.to_owned(),
             camera,
@@ -481,7 +517,7 @@ impl ConnectionCore {
         };
         let target = match Target::parse(req.uri.as_deref()) {
             Ok(t) => t,
-            Err(status) => return Step::Reply(Reply::new(status, Some(&cseq))),
+            Err(e) => return Step::Reply(Reply::new(e.status(), Some(&cseq))),
         };
         // A track URL describes nothing; a camera the user may not see does not exist.
         if target.track.is_some() || !user.may_see(&target.camera) {
@@ -529,7 +565,7 @@ impl ConnectionCore {
         };
         let target = match Target::parse(req.uri.as_deref()) {
             Ok(t) => t,
-            Err(status) => return Step::Reply(Reply::new(status, Some(&cseq))),
+            Err(e) => return Step::Reply(Reply::new(e.status(), Some(&cseq))),
         };
         if !user.may_see(&target.camera) {
             return Step::Reply(Reply::new(404, Some(&cseq)));
@@ -767,6 +803,7 @@ impl ConnectionCore {
     pub fn next_timeout(&self) -> Option<Instant> {
         self.sessions
             .iter()
+            .filter(|s| s.can_time_out())
             .map(|s| s.last_activity + self.session_timeout)
             .min()
     }
@@ -776,7 +813,7 @@ impl ConnectionCore {
         let pos = self
             .sessions
             .iter()
-            .position(|s| s.last_activity + self.session_timeout <= now)?;
+            .position(|s| s.can_time_out() && s.last_activity + self.session_timeout <= now)?;
         Some(self.sessions.remove(pos).key)
     }
 

@@ -277,12 +277,15 @@ fn target_parsing() {
         (t.origin.as_str(), t.camera.as_str()),
         ("rtsp://[2001:db8::1]:8554", "cam")
     );
-    assert_eq!(Target::parse(Some("http://h/cam")), Err(400));
-    assert_eq!(Target::parse(Some("rtsp://h")), Err(400));
-    assert_eq!(Target::parse(None), Err(400));
+    assert_eq!(
+        Target::parse(Some("http://h/cam")),
+        Err(TargetError::Malformed)
+    );
+    assert_eq!(Target::parse(Some("rtsp://h")), Err(TargetError::Malformed));
+    assert_eq!(Target::parse(None), Err(TargetError::Malformed));
     assert_eq!(
         Target::parse(Some(&format!("rtsp://h/{}", "a/".repeat(600)))),
-        Err(414)
+        Err(TargetError::TooLong)
     );
 }
 
@@ -570,6 +573,35 @@ fn sessions_time_out_unless_kept_alive() {
     );
     assert!(f.core.sessions().is_empty());
     assert_eq!(f.core.next_timeout(), None);
+    // A playing interleaved session lives as long as its connection.
+    let (key, id) = f.setup_tcp("metz/cam-1");
+    let step = f.handle(&format!(
+        "PLAY {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 6\r\nSession: {id}\r\n"
+    ));
+    let Step::Play(job) = step else {
+        panic!("{step:?}")
+    };
+    f.core.finish_play(
+        &job,
+        &[PlayStart {
+            seq: 1,
+            rtptime: None,
+        }],
+        f.t0,
+    );
+    assert_eq!(f.core.next_timeout(), None);
+    assert_eq!(f.core.poll_timeout(f.t0 + Duration::from_secs(3600)), None);
+    // Paused, it times out again.
+    assert!(matches!(
+        f.handle(&format!(
+            "PAUSE {BASE}/metz/cam-1/ RTSP/1.0\r\nCSeq: 7\r\nSession: {id}\r\n"
+        )),
+        Step::Pause { .. }
+    ));
+    assert_eq!(
+        f.core.poll_timeout(f.t0 + Duration::from_secs(60)),
+        Some(key)
+    );
     // GET_PARAMETER with a body asks for parameters the server does not have.
     let r =
         reply(f.handle("GET_PARAMETER * RTSP/1.0\r\nCSeq: 7\r\nContent-Length: 8\r\n\r\nposition"));

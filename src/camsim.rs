@@ -5,13 +5,130 @@
 //! FU-A/FU above 1400 bytes), with the RTP timestamp running on across loops. The
 //! RTSP server then serves those channels exactly as it serves real cameras.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelSettings};
+use crate::ids::CameraId;
 use crate::media::resplit::Resplitter;
 use crate::media::{Codec, MediaPacket, StreamInfo, h26x};
+use crate::rtsp::{
+    CameraDirectory, Mount, RtspServer, RtspServerError, RtspSettings, RtspUser, ViewRefusal,
+    Viewer,
+};
+
+/// A simulated camera: an id and the fixture it plays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedCamera {
+    pub id: CameraId,
+    pub fixture: BuiltinFixture,
+}
+
+impl std::str::FromStr for SimulatedCamera {
+    type Err = String;
+
+    /// `ID=FIXTURE`, such as `metz-ville/quai-1=h264-main`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (id, fixture) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?}: expected ID=FIXTURE"))?;
+        Ok(SimulatedCamera {
+            id: id.parse().map_err(|error| format!("{id:?}: {error}"))?,
+            fixture: fixture.parse()?,
+        })
+    }
+}
+
+/// The SNCF station cameras of the Metz topology, as the demo and `camsim` serve them
+/// by default. The last one is in no grant: partners must never see it.
+pub fn sncf_cameras() -> Vec<SimulatedCamera> {
+    [
+        ("metz-ville/quai-1", BuiltinFixture::H264Main),
+        ("metz-ville/parvis", BuiltinFixture::H265Main),
+        ("metz-nord/hall", BuiltinFixture::H264Baseline),
+        ("woippy/quai-1", BuiltinFixture::H264Main),
+        ("ars-sur-moselle/quai-1", BuiltinFixture::H264Main),
+        ("peltre/parvis", BuiltinFixture::H264Main),
+        ("poste-de-commande/salle", BuiltinFixture::H264Main),
+    ]
+    .into_iter()
+    .filter_map(|(id, fixture)| {
+        Some(SimulatedCamera {
+            id: id.parse().ok()?,
+            fixture,
+        })
+    })
+    .collect()
+}
+
+/// A running simulator: its RTSP server and one player task per camera. Dropping it
+/// stops the players.
+pub struct Camsim {
+    server: RtspServer<SimDirectory>,
+    players: tokio::task::JoinSet<()>,
+}
+
+impl Camsim {
+    /// Binds the RTSP server and starts playing every camera (always on, like a real
+    /// camera, whether or not anyone watches). `user` is the one account the cameras
+    /// accept, as `passerelle`'s `credentials_file` gives it.
+    pub async fn start(
+        settings: RtspSettings,
+        user: RtspUser,
+        cameras: &[SimulatedCamera],
+    ) -> Result<Camsim, RtspServerError> {
+        let mut mounts = HashMap::new();
+        let mut players = tokio::task::JoinSet::new();
+        for camera in cameras {
+            let channel = Channel::new(
+                camera.id.clone(),
+                ChannelSettings {
+                    max_payload: CAMERA_MAX_PAYLOAD,
+                    ..ChannelSettings::default()
+                },
+            );
+            players.spawn(camera.fixture.load().play(channel.clone()));
+            mounts.insert(camera.id.clone(), channel);
+        }
+        let server =
+            RtspServer::bind(settings, vec![user], Arc::new(SimDirectory { mounts })).await?;
+        Ok(Camsim { server, players })
+    }
+
+    /// The RTSP server's address.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves; the players stop with it.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        let Camsim { server, players } = self;
+        server.run(shutdown).await;
+        drop(players);
+    }
+}
+
+/// The simulator's cameras, for the RTSP server.
+pub struct SimDirectory {
+    mounts: HashMap<CameraId, Channel>,
+}
+
+impl CameraDirectory for SimDirectory {
+    type Guard = ();
+
+    fn mount(&self, camera: &CameraId) -> Option<Mount> {
+        self.mounts.get(camera).map(|channel| Mount {
+            tracks: vec![channel.clone()],
+        })
+    }
+
+    async fn open_view(&self, _viewer: &Viewer, _camera: &CameraId) -> Result<(), ViewRefusal> {
+        Ok(())
+    }
+}
 
 /// Largest RTP payload a camera on a 1500-byte Ethernet MTU typically sends.
 pub const CAMERA_MAX_PAYLOAD: usize = 1400;

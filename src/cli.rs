@@ -63,6 +63,26 @@ pub enum Command {
     /// Sign, verify and show policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Serve the built-in video fixtures as live RTSP cameras (a camera simulator for
+    /// tests and demonstrations).
+    Camsim {
+        /// Where RTSP listens.
+        #[arg(long, default_value = "127.0.0.1:8554")]
+        listen: std::net::SocketAddr,
+        /// Server ports for RTP over UDP, FIRST-LAST.
+        #[arg(long, default_value = "32000-32999")]
+        udp_ports: String,
+        /// The account the cameras accept, as USER:PASSWORD.
+        #[arg(long, default_value = "admin:admin")]
+        user: String,
+        /// A camera as ID=FIXTURE (fixtures: h264-main, h264-baseline, h265-main);
+        /// repeat for several. Default: the SNCF station cameras of the Metz topology.
+        #[arg(long = "camera")]
+        cameras: Vec<crate::camsim::SimulatedCamera>,
+        /// Write the bound address there as JSON once ready.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Make development certificates (a CA per organisation, a certificate per site).
     #[command(subcommand)]
     Pki(PkiCommand),

@@ -25,6 +25,7 @@
 pub mod app;
 pub mod camsim;
 pub mod ids;
+pub mod ingest;
 pub mod channel;
 pub mod cli;
 pub mod config;

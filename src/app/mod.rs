@@ -48,6 +48,19 @@ pub fn main(command: Command) -> ExitCode {
         } => tools::keygen(&dir, &name, password_file.as_deref()),
         Command::Policy(command) => tools::policy_command(command),
         Command::Pki(command) => tools::pki_command(command),
+        Command::Camsim {
+            listen,
+            udp_ports,
+            user,
+            cameras,
+            ready_file,
+        } => match block_on(camsim(listen, &udp_ports, &user, cameras, ready_file)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("{error:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
     }
 }
 
@@ -116,6 +129,53 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     tracing::info!("stopping");
     shutdown_tx.send_replace(true);
     management_task.await??;
+    Ok(())
+}
+
+/// `passerelle camsim`: serves the fixtures until SIGTERM or SIGINT.
+async fn camsim(
+    listen: SocketAddr,
+    udp_ports: &str,
+    user: &str,
+    cameras: Vec<crate::camsim::SimulatedCamera>,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (first, last) = udp_ports
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+        .context("--udp-ports: expected FIRST-LAST")?;
+    let (name, password) = user
+        .split_once(':')
+        .context("--user: expected USER:PASSWORD")?;
+    let cameras = if cameras.is_empty() {
+        crate::camsim::sncf_cameras()
+    } else {
+        cameras
+    };
+    let settings = crate::rtsp::RtspSettings {
+        listen,
+        udp_ports: first..=last,
+        ..crate::rtsp::RtspSettings::default()
+    };
+    let user = crate::rtsp::RtspUser {
+        name: name.to_owned(),
+        kind: crate::policy::AgentKind::Service,
+        secret: crate::rtsp::Secret::Password(password.to_owned()),
+        cameras: vec!["**".parse().context("the any-camera pattern")?],
+    };
+    let sim = crate::camsim::Camsim::start(settings, user, &cameras).await?;
+    let addr = sim.local_addr()?;
+    for camera in &cameras {
+        println!(
+            "rtsp://{name}:{password}@{addr}/{} ({})",
+            camera.id,
+            camera.fixture.name()
+        );
+    }
+    if let Some(path) = &ready_file {
+        write_ready_file(path, &BTreeMap::from([("rtsp", addr)]))?;
+    }
+    sim.run(shutdown_signal()).await;
     Ok(())
 }
 

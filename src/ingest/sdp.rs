@@ -19,6 +19,8 @@ pub(crate) struct Offered<'a> {
     /// The encoding name, any case (`H264`, `h265`, `PCMA`).
     pub(crate) encoding: &'a str,
     pub(crate) payload_type: u8,
+    /// Its control URL, as the client resolved it.
+    pub(crate) control: Option<&'a str>,
 }
 
 /// The stream to set up.
@@ -43,9 +45,7 @@ pub(crate) fn choose_video(offered: &[Offered<'_>], sdp: &[u8]) -> Result<VideoC
     let mut refused = Vec::new();
     for (index, stream) in offered.iter().enumerate() {
         // The client keeps SDP order and only drops sections: match greedily.
-        let fmtp = match sections[cursor..].iter().position(|s| {
-            s.media.eq_ignore_ascii_case(stream.media) && s.payload_type == Some(stream.payload_type)
-        }) {
+        let fmtp = match sections[cursor..].iter().position(|s| s.describes(stream)) {
             Some(found) => {
                 let section = &sections[cursor + found];
                 cursor += found + 1;
@@ -106,11 +106,27 @@ struct MediaSection<'a> {
     media: &'a str,
     /// The first format of the `m=` line: the payload type used by default.
     payload_type: Option<u8>,
+    /// Whether the transport is RTP: the client drops other sections.
+    rtp: bool,
+    /// The `a=control:` value, relative or absolute.
+    control: Option<&'a str>,
     /// `a=fmtp:` values (payload type, then parameters), as written.
     fmtps: Vec<&'a str>,
 }
 
 impl<'a> MediaSection<'a> {
+    /// Whether this section is the one the client parsed into `stream`.
+    fn describes(&self, stream: &Offered<'_>) -> bool {
+        let same_control = match (self.control, stream.control) {
+            (Some(ours), Some(resolved)) => resolved.ends_with(ours),
+            _ => true,
+        };
+        self.rtp
+            && self.media.eq_ignore_ascii_case(stream.media)
+            && self.payload_type == Some(stream.payload_type)
+            && same_control
+    }
+
     /// The `a=fmtp` value for `payload_type`, payload type included.
     fn fmtp(&self, payload_type: u8) -> Option<&'a str> {
         self.fmtps.iter().copied().find(|value| {
@@ -128,18 +144,24 @@ fn media_sections(sdp: &str) -> Vec<MediaSection<'_>> {
     for line in sdp.lines().map(str::trim) {
         if let Some(m) = line.strip_prefix("m=") {
             let mut fields = m.split_whitespace();
-            let media = fields.next().unwrap_or_default();
             // m=<media> <port> <proto> <fmt> ...
-            let payload_type = fields.nth(2).and_then(|pt| pt.parse().ok());
+            let media = fields.next().unwrap_or_default();
+            let proto = fields.nth(1).unwrap_or_default();
+            let payload_type = fields.next().and_then(|pt| pt.parse().ok());
             sections.push(MediaSection {
                 media,
                 payload_type,
+                // The client's own test (RFC 8866 §5.14 and its MP2T extension).
+                rtp: proto.starts_with("RTP/") || proto.contains("/RTP/") || proto.contains("MP2T/"),
+                control: None,
                 fmtps: Vec::new(),
             });
-        } else if let Some(fmtp) = line.strip_prefix("a=fmtp:")
-            && let Some(section) = sections.last_mut()
-        {
-            section.fmtps.push(fmtp);
+        } else if let Some(section) = sections.last_mut() {
+            if let Some(fmtp) = line.strip_prefix("a=fmtp:") {
+                section.fmtps.push(fmtp);
+            } else if let Some(control) = line.strip_prefix("a=control:") {
+                section.control = Some(control.trim());
+            }
         }
     }
     sections
@@ -174,6 +196,7 @@ mod tests {
                 media,
                 encoding,
                 payload_type,
+                control: None,
             })
             .collect()
     }
@@ -223,17 +246,19 @@ mod tests {
 
     #[test]
     fn a_stream_the_client_dropped_does_not_shift_the_fmtp_lines() {
-        // The first section is not RTP: the client leaves it out of its list.
+        // The first section is not RTP, the second has no rtpmap for its dynamic payload
+        // type: the client leaves both out of its list.
         let sdp = "v=0\r\n\
-                   m=video 0 UDP/XYZ 96\r\na=fmtp:96 sprop-parameter-sets=AAAA\r\n\
-                   m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+                   m=video 0 UDP/XYZ 96\r\na=control:track=0\r\na=fmtp:96 sprop-parameter-sets=AAAA\r\n\
+                   m=video 0 RTP/AVP 96\r\na=control:track=1\r\na=fmtp:96 sprop-parameter-sets=%%\r\n\
+                   m=video 0 RTP/AVP 96\r\na=control:track=2\r\na=rtpmap:96 H264/90000\r\n\
                    a=fmtp:96 packetization-mode=1;sprop-parameter-sets=Z00AH5WoFAFuQA==,aO48gA==\r\n";
-        let streams = offered(&[("video", "h264", 96)]);
+        let mut streams = offered(&[("video", "h264", 96)]);
+        streams[0].control = Some("rtsp://192.0.2.1/cam/track=2");
         let choice = choose_video(&streams, sdp.as_bytes()).unwrap();
-        // Greedy matching takes the first section with the same media and payload type;
-        // the dropped one has no usable parameter set, so nothing is kept from it.
         assert_eq!(choice.index, 0);
-        assert!(choice.parameter_sets.is_empty() || choice.parameter_sets.len() == 2);
+        assert_eq!(choice.parameter_sets.len(), 2, "{choice:?}");
+        assert_eq!(choice.fmtp_problem, None);
     }
 
     #[test]

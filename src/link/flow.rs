@@ -219,12 +219,12 @@ impl OutFlow {
                     return OutFlowEnd::ConnectionLost;
                 }
             }
-            if let Some((send, _)) = stream.as_mut() {
-                if !self.scratch.is_empty() {
-                    let chunk = self.scratch.split().freeze();
-                    if send.write_chunk(chunk).await.is_err() {
-                        return OutFlowEnd::ConnectionLost;
-                    }
+            if let Some((send, _)) = stream.as_mut()
+                && !self.scratch.is_empty()
+            {
+                let chunk = self.scratch.split().freeze();
+                if send.write_chunk(chunk).await.is_err() {
+                    return OutFlowEnd::ConnectionLost;
                 }
             }
             if packets > 0 {

@@ -640,6 +640,27 @@ enum EstablishError {
 }
 
 impl EstablishError {
+    /// The partner the failure is about, when the certificate named one.
+    fn peer(&self) -> Option<&SiteId> {
+        match self {
+            EstablishError::Refused(refusal) => refusal.partner(),
+            EstablishError::WrongPeer { actual, .. } => Some(actual),
+            EstablishError::HelloMismatch { certificate, .. } => Some(certificate),
+            _ => None,
+        }
+    }
+
+    /// Whether the peer was refused (counted in `passerelle_access_denied_total`), as
+    /// opposed to a link that failed.
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            EstablishError::Refused(_)
+                | EstablishError::WrongPeer { .. }
+                | EstablishError::HelloMismatch { .. }
+        )
+    }
+
     /// Closes the connection with the code naming this failure; returns the reason label.
     fn close(&self, connection: &quinn::Connection) -> &'static str {
         let link = |code: LinkCloseCode| {
@@ -777,15 +798,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<Shared>) {
                 }
                 Err(error) => {
                     let reason = error.close(&connection);
-                    let peer = match &error {
-                        EstablishError::Refused(refusal) => refusal
-                            .partner()
-                            .map_or("unknown".to_owned(), |p| p.to_string()),
-                        _ => tls::peer_certificates(&connection)
-                            .first()
-                            .map_or("unknown".to_owned(), |_| "unidentified".to_owned()),
-                    };
-                    if matches!(error, EstablishError::Refused(_)) {
+                    let peer = error
+                        .peer()
+                        .map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+                    if error.is_refusal() {
                         count_refusal(&peer, reason);
                     }
                     tracing::warn!(%remote, %peer, %error, reason, "inbound link refused");

@@ -41,7 +41,7 @@ use super::backoff::Backoff;
 use super::close::{LinkCloseCode, describe_close_code};
 use super::flow::{self, InFlow, MediaError, OutFlowEnd, OutFlowStart};
 use super::settings::PartnerLink;
-use super::{Context, EstablishError, Established, LinkStatus, ViewEnd, ViewState, establish};
+use super::{Context, Established, LinkStatus, ViewEnd, ViewState, establish};
 use crate::channel::{Channel, SinkLabel};
 use crate::control::{
     ControlReader, ControlStreamError, ErrorCode, Feature, FlowId, Message, RequestId, StreamEnded,
@@ -618,7 +618,7 @@ impl PartnerTask {
             };
             if view.reply.is_some() {
                 // Still opening for the first time: the caller gets its answer now.
-                self.end_local_view(key, ErrorCode::CameraUnavailable, false);
+                self.end_local_view(key, ErrorCode::CameraUnavailable);
             } else {
                 view.phase = ViewPhase::Waiting;
                 view.state.send_replace(ViewState::Reconnecting);
@@ -805,7 +805,7 @@ impl PartnerTask {
             None => {
                 let Some(channel) = self.context.importer.channel(&self.id, &view.local_camera)
                 else {
-                    self.end_local_view(key, ErrorCode::NotGranted, false);
+                    self.end_local_view(key, ErrorCode::NotGranted);
                     return;
                 };
                 let request_id = RequestId(live.next_request);
@@ -919,7 +919,7 @@ impl PartnerTask {
             (Some(code), ViewPhase::Asked | ViewPhase::Open) => {
                 tracing::info!(partner = %self.id, camera = %view.local_camera, agent = %view.session.agent, code = code.as_str(), "viewing session refused or revoked by partner");
                 let camera = view.camera.clone();
-                self.end_local_view(key, code, false);
+                self.end_local_view(key, code);
                 self.unsubscribe_if_unused(&camera);
             }
             // An answer to a session not asked on this link: tolerated (a stale answer
@@ -958,16 +958,12 @@ impl PartnerTask {
         self.unsubscribe_if_unused(&view.camera);
     }
 
-    /// Ends one of our sessions for `code`: its caller or guard learns why.
-    fn end_local_view(&mut self, key: u64, code: ErrorCode, send_close: bool) {
+    /// Ends one of our sessions for `code` (the partner refused or ended it, or the
+    /// link dropped before its first answer): its caller or guard learns why.
+    fn end_local_view(&mut self, key: u64, code: ErrorCode) {
         let Some(view) = self.views.remove(&key) else {
             return;
         };
-        if send_close && matches!(view.phase, ViewPhase::Asked | ViewPhase::Open) {
-            self.send(Message::ViewClose {
-                view_id: ViewId(key),
-            });
-        }
         match view.reply {
             Some(reply) => {
                 let _ = reply.send(Err(code));
@@ -986,7 +982,7 @@ impl PartnerTask {
             .map(|(key, _)| *key)
             .collect();
         for key in keys {
-            self.end_local_view(key, code, false);
+            self.end_local_view(key, code);
         }
     }
 
@@ -1500,7 +1496,7 @@ async fn dial(context: &Context, partner: &PartnerLink) -> Result<Established, S
                 Ok(established) => return Ok(established),
                 Err(error) => {
                     let reason = error.close(&connection);
-                    if let EstablishError::Refused(_) = error {
+                    if error.is_refusal() {
                         super::count_refusal(partner.id.as_str(), reason);
                     }
                     last_error = format!("{addr}: {error}");

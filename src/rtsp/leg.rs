@@ -144,7 +144,11 @@ impl LegSender {
         let mut out = BytesMut::with_capacity(BATCH * 1500);
         let mut batch: Vec<SinkEvent> = Vec::with_capacity(BATCH);
         let mut mapping: Option<(u64, u32)> = None;
-        let mut sr_timer = tokio::time::interval(SENDER_REPORT_INTERVAL);
+        // The first report goes out with the first mapping (below), then periodically.
+        let mut sr_timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + SENDER_REPORT_INTERVAL,
+            SENDER_REPORT_INTERVAL,
+        );
         sr_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rtcp_in = vec![0u8; 1500];
         // Set after a receive error on the RTCP socket, so a persistent error cannot spin.
@@ -227,7 +231,8 @@ impl LegSender {
             }
         }
         if let Err(e) = result {
-            let _ = notices.try_send(LegNotice::Ended(key, e));
+            // Fails only if the connection is already gone.
+            let _ = notices.send(LegNotice::Ended(key, e)).await;
         }
         numbering
     }

@@ -14,11 +14,29 @@
 //! [`CameraDirectory::open_view`] opens the viewing session (policy and journal) at PLAY
 //! and returns a guard held until the session stops.
 //!
-//! Status codes: 401 without valid credentials; 404 for a camera that does not exist *or*
-//! that the user may not see (never 403, which would confirm it exists); 400 for a
-//! malformed camera id, 414 for an overlong one; 403 only when the viewing-session hook
-//! refuses a camera the user knows (outside hours, no reason given); 503 for a cold camera
-//! (no codec parameters within `describe_timeout`) or when limits are reached.
+//! Status codes:
+//! - 401: DESCRIBE or a new SETUP without valid credentials (OPTIONS needs none; requests
+//!   on an existing session are authorised by the session, which belongs to its
+//!   connection); `stale=true` for an expired nonce. After
+//!   [`session::MAX_AUTH_FAILURES`] refused credentials the connection is closed.
+//! - 404: a camera that does not exist *or* that the user may not see (never 403, which
+//!   would confirm it exists), a track the camera does not have.
+//! - 400: a malformed camera id or URI, no `CSeq`, SETUP without `Transport`;
+//!   414: an overlong URI or camera id. Credentials are checked first.
+//! - 403: only when the viewing-session hook refuses a camera the user knows.
+//! - 503: a cold camera (no codec parameters within `describe_timeout`), the hook's
+//!   "unavailable", no session slot or UDP port pair left.
+//! - 451 GET_PARAMETER asking for parameters, 453 too many sessions on one connection,
+//!   454 unknown session, 455 SETUP while playing / of another camera / of a track twice,
+//!   459 aggregate SETUP of a multi-track camera, 461 no supported transport, 501
+//!   ANNOUNCE, RECORD, SET_PARAMETER, REDIRECT and unknown methods, 505 RTSP/2.0, 551
+//!   any `Require`.
+//!
+//! Sessions live and die with their connection. A session times out after
+//! `session_timeout` without a request or client RTCP, except while it plays over
+//! interleaved TCP: then the connection is its liveness. A playing session holds its
+//! [`CameraDirectory::Guard`]; PAUSE, TEARDOWN, timeout and disconnect drop it. If a
+//! track's channel closes (camera removed) the connection is closed, so VMSs reconnect.
 
 pub mod auth;
 pub mod demux;

@@ -246,7 +246,7 @@ async fn serve<D: CameraDirectory>(
                 Ok(0) | Err(_) => break,
                 Ok(_) => last_input = Instant::now(),
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = sleep_until(deadline) => {
                 let now = Instant::now();
                 while let Some(key) = conn.core.poll_timeout(now.into_std()) {
                     tracing::info!(%peer, session = key, "RTSP session timed out");
@@ -262,6 +262,14 @@ async fn serve<D: CameraDirectory>(
         }
     }
     conn.close_all();
+}
+
+/// Sleeps until `deadline`, forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn poll_job<G>(job: &mut Option<JobFuture<G>>) -> JobDone<G> {
@@ -704,12 +712,15 @@ impl<D: CameraDirectory> Connection<D> {
     }
 
     /// The next instant something must happen without input: a session timeout, or the
-    /// idle timeout of a connection without sessions.
-    fn next_deadline(&self, last_input: Instant) -> Instant {
-        let idle = last_input + self.shared.settings.idle_timeout;
+    /// idle timeout of a connection without sessions. `None` when only sessions that
+    /// cannot time out remain (playing over interleaved TCP).
+    fn next_deadline(&self, last_input: Instant) -> Option<Instant> {
         match self.core.next_timeout() {
-            Some(t) => Instant::from_std(t),
-            None => idle,
+            Some(t) => Some(Instant::from_std(t)),
+            None if self.sessions.is_empty() => {
+                Some(last_input + self.shared.settings.idle_timeout)
+            }
+            None => None,
         }
     }
 }

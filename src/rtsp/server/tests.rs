@@ -110,25 +110,28 @@ fn split_annex_b(data: &[u8]) -> Vec<Bytes> {
     nals
 }
 
-/// Two seconds of 320x240 H.264 main profile at 25 fps, GOP 25, no B-frames, as access
-/// units of NAL units (each ends with its one slice: x264 writes one slice per frame here).
-fn h264_access_units() -> Vec<Vec<Bytes>> {
+/// Two seconds of 320x240 video at 25 fps, GOP 25, no B-frames, as access units of NAL
+/// units; each access unit ends with its one slice (one slice per frame at this size).
+/// Encoded once per test binary.
+fn access_units(codec: Codec) -> Vec<Vec<Bytes>> {
+    static H264: std::sync::OnceLock<Vec<Vec<Bytes>>> = std::sync::OnceLock::new();
+    static H265: std::sync::OnceLock<Vec<Vec<Bytes>>> = std::sync::OnceLock::new();
+    let cell = match codec {
+        Codec::H264 => &H264,
+        Codec::H265 => &H265,
+    };
+    cell.get_or_init(|| encode(codec)).clone()
+}
+
+fn encode(codec: Codec) -> Vec<Vec<Bytes>> {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("out.h264");
-    let status = Command::new("timeout")
-        .args(["30", "ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc=size=320x240:rate=25")
-        .args([
-            "-t",
-            "2",
-            "-pix_fmt",
-            "yuv420p",
+    let path = dir.path().join("out.es");
+    let encoder: &[&str] = match codec {
+        Codec::H264 => &[
             "-c:v",
             "libx264",
             "-profile:v",
             "main",
-        ])
-        .args([
             "-g",
             "25",
             "-bf",
@@ -137,7 +140,23 @@ fn h264_access_units() -> Vec<Vec<Bytes>> {
             "h264_mp4toannexb",
             "-f",
             "h264",
-        ])
+        ],
+        Codec::H265 => &[
+            "-c:v",
+            "libx265",
+            "-x265-params",
+            "keyint=25:bframes=0:log-level=error",
+            "-bsf:v",
+            "hevc_mp4toannexb",
+            "-f",
+            "hevc",
+        ],
+    };
+    let status = Command::new("timeout")
+        .args(["30", "ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=320x240:rate=25")
+        .args(["-t", "2", "-pix_fmt", "yuv420p"])
+        .args(encoder)
         .arg(&path)
         .status()
         .expect("ffmpeg runs");
@@ -146,33 +165,42 @@ fn h264_access_units() -> Vec<Vec<Bytes>> {
     let mut units = Vec::new();
     let mut current = Vec::new();
     for nal in nals {
-        let kind = nal[0] & 0x1f;
+        let kind = h26x::nal_type(codec, &nal).unwrap();
+        let is_slice = match codec {
+            Codec::H264 => kind == h26x::h264::IDR || kind == 1,
+            // VCL NAL unit types are 0..=31 (H.265 Table 7-1).
+            Codec::H265 => kind < 32,
+        };
         current.push(nal);
-        if kind == h26x::h264::IDR || kind == 1 {
+        if is_slice {
             units.push(std::mem::take(&mut current));
         }
     }
-    assert_eq!(units.len(), 50, "expected 50 frames");
+    assert_eq!(units.len(), 50, "expected 50 frames of {codec:?}");
     units
 }
 
-fn info_of(units: &[Vec<Bytes>]) -> StreamInfo {
+fn info_of(codec: Codec, units: &[Vec<Bytes>]) -> StreamInfo {
     let sets: Vec<Bytes> = units[0]
         .iter()
-        .filter(|n| matches!(n[0] & 0x1f, 7 | 8))
+        .filter(|n| h26x::nal_type(codec, n).is_some_and(|t| h26x::is_parameter_set(codec, t)))
         .cloned()
         .collect();
-    assert_eq!(sets.len(), 2);
+    let expected = match codec {
+        Codec::H264 => 2,
+        Codec::H265 => 3,
+    };
+    assert_eq!(sets.len(), expected);
     StreamInfo {
-        codec: Codec::H264,
+        codec,
         clock_rate: 90_000,
         parameter_sets: sets,
     }
 }
 
 /// Publishes the clip in a loop at 25 fps, as an ingest would.
-fn feed(channel: Channel, units: Vec<Vec<Bytes>>) -> JoinHandle<()> {
-    channel.set_info(info_of(&units));
+fn feed(channel: Channel, codec: Codec, units: Vec<Vec<Bytes>>) -> JoinHandle<()> {
+    channel.set_info(info_of(codec, &units));
     tokio::spawn(async move {
         let mut timestamp: u32 = 1_000_000;
         // 2026-01-01T00:00:00Z as NTP, mapped to the first timestamp.
@@ -186,7 +214,7 @@ fn feed(channel: Channel, units: Vec<Vec<Bytes>>) -> JoinHandle<()> {
                 tick.tick().await;
                 let last = unit.len() - 1;
                 for (i, nal) in unit.iter().enumerate() {
-                    let info = h26x::classify(Codec::H264, nal).unwrap();
+                    let info = h26x::classify(codec, nal).unwrap();
                     channel.publish(MediaPacket {
                         payload: nal.clone(),
                         timestamp,
@@ -225,17 +253,20 @@ impl Running {
 }
 
 /// `metz/cam-1`: live H.264; `metz/cold`: a channel that never gets parameters;
-/// `metz/refused`: live but the hook says 403; `metz/two`: two tracks.
+/// `metz/refused`: live but the hook says 403; `metz/two`: two tracks; `metz/hevc`: live
+/// H.265.
 async fn start(settings: RtspSettings) -> Running {
-    let units = h264_access_units();
+    let units = access_units(Codec::H264);
+    let hevc = Channel::new(cam("metz/hevc"), ChannelSettings::default());
     let live = Channel::new(cam("metz/cam-1"), ChannelSettings::default());
     let refused = Channel::new(cam("metz/refused"), ChannelSettings::default());
     let second = Channel::new(cam("metz/two"), ChannelSettings::default());
     let cold = Channel::new(cam("metz/cold"), ChannelSettings::default());
     let feeders = vec![
-        feed(live.clone(), units.clone()),
-        feed(refused.clone(), units.clone()),
-        feed(second.clone(), units),
+        feed(live.clone(), Codec::H264, units.clone()),
+        feed(refused.clone(), Codec::H264, units.clone()),
+        feed(second.clone(), Codec::H264, units),
+        feed(hevc.clone(), Codec::H265, access_units(Codec::H265)),
     ];
     let mut directory = TestDirectory::default();
     directory.mounts.insert(
@@ -831,7 +862,7 @@ fn ffprobe_frames(url: &str, transport: &str) -> (usize, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ffprobe_reads_frames_over_tcp_and_udp() {
+async fn ffprobe_reads_h264_over_tcp_and_udp_and_h265() {
     tokio::time::timeout(TEST_BOUND, async {
         let running = start(test_settings()).await;
         let url = format!("rtsp://alice:wonderland@{}/metz/cam-1", running.addr);

@@ -230,7 +230,9 @@ pub enum IngestError {
         detail: String,
     },
     /// The SDP has no H.264/H.265 video stream passerelle can carry.
-    #[error("camera {camera} ({url}) offers no H.264/H.265 video stream passerelle can carry; it offers: {offered}")]
+    #[error(
+        "camera {camera} ({url}) offers no H.264/H.265 video stream passerelle can carry; it offers: {offered}"
+    )]
     NoVideo {
         camera: CameraId,
         url: String,

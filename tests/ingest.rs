@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -79,7 +78,7 @@ async fn h264_and_h265_reach_the_channel_with_codec_and_parameter_sets() {
         );
 
         let packets = collect_packets(&mut sub, 150, Duration::from_secs(15)).await;
-        assert!(packets[0].keyframe_start, "a new sink starts at a keyframe");
+        assert_starts_at_keyframe(&packets);
         let keyframes = packets.iter().filter(|p| p.keyframe_start).count();
         assert!(keyframes >= 1);
         let mut in_band_sets = 0;
@@ -104,21 +103,32 @@ async fn h264_and_h265_reach_the_channel_with_codec_and_parameter_sets() {
             .unwrap()
             .timestamp
             .wrapping_sub(packets[0].timestamp);
-        assert!(span >= 10 * TICKS_PER_FRAME && span % TICKS_PER_FRAME == 0, "{span}");
+        assert!(
+            span >= 10 * TICKS_PER_FRAME && span.is_multiple_of(TICKS_PER_FRAME),
+            "{span}"
+        );
         assert_eq!(ingest.handle.status().state, CameraState::Playing);
         assert!(ingest.handle.status().up);
         let camera = ingest.camera.clone();
         ingest.stop().await;
         let text = metrics().render();
         assert_eq!(
-            metric(&text, "passerelle_malformed_packets_total", &[("camera", &camera)])
-                .unwrap_or(0.0),
+            metric(
+                &text,
+                "passerelle_malformed_packets_total",
+                &[("camera", &camera)]
+            )
+            .unwrap_or(0.0),
             0.0,
             "nothing malformed from {camera}"
         );
         assert!(
-            metric(&text, "passerelle_ingest_packets_total", &[("camera", &camera)])
-                .is_some_and(|n| n >= 150.0),
+            metric(
+                &text,
+                "passerelle_ingest_packets_total",
+                &[("camera", &camera)]
+            )
+            .is_some_and(|n| n >= 150.0),
             "ingest packets counted for {camera}"
         );
     }
@@ -135,7 +145,7 @@ async fn udp_transport_delivers_video_too() {
     let ingest = Ingest::spawn(settings);
     let mut sub = ingest.channel.subscribe(SinkLabel::local());
     let packets = collect_packets(&mut sub, 100, Duration::from_secs(15)).await;
-    assert!(packets[0].keyframe_start);
+    assert_starts_at_keyframe(&packets);
     for p in &packets {
         h26x::classify(Codec::H264, &p.payload).expect("valid H.264 payload over UDP");
     }
@@ -158,9 +168,12 @@ async fn on_demand_connects_on_the_first_viewer_and_disconnects_after_linger() {
     let ingest = Ingest::spawn(settings);
 
     // The probe at start describes the camera without playing it.
-    let status = wait_status(&ingest.handle, "probe succeeded", Duration::from_secs(10), |s| {
-        s.state == CameraState::Idle && s.up
-    })
+    let status = wait_status(
+        &ingest.handle,
+        "probe succeeded",
+        Duration::from_secs(10),
+        |s| s.state == CameraState::Idle && s.up,
+    )
     .await;
     assert!(status.up);
     assert_eq!(
@@ -169,7 +182,12 @@ async fn on_demand_connects_on_the_first_viewer_and_disconnects_after_linger() {
         "the probe's SDP gives codec and parameter sets"
     );
     let text = metrics().render();
-    for (state, value) in [("idle", 1.0), ("connecting", 0.0), ("playing", 0.0), ("failed", 0.0)] {
+    for (state, value) in [
+        ("idle", 1.0),
+        ("connecting", 0.0),
+        ("playing", 0.0),
+        ("failed", 0.0),
+    ] {
         assert_eq!(
             metric(
                 &text,
@@ -194,12 +212,14 @@ async fn on_demand_connects_on_the_first_viewer_and_disconnects_after_linger() {
 
     // The first viewer brings the camera up.
     let mut sub = ingest.channel.subscribe(SinkLabel::local());
-    wait_until("the camera plays to the gateway", Duration::from_secs(10), || {
-        source.subscriber_count() == 1
-    })
+    wait_until(
+        "the camera plays to the gateway",
+        Duration::from_secs(10),
+        || source.subscriber_count() == 1,
+    )
     .await;
     let packets = collect_packets(&mut sub, 20, Duration::from_secs(10)).await;
-    assert!(packets[0].keyframe_start);
+    assert_starts_at_keyframe(&packets);
     wait_status(&ingest.handle, "playing", Duration::from_secs(5), |s| {
         s.state == CameraState::Playing
     })
@@ -209,7 +229,11 @@ async fn on_demand_connects_on_the_first_viewer_and_disconnects_after_linger() {
     drop(sub);
     let left = Instant::now();
     sleep(linger / 2).await;
-    assert_eq!(ingest.handle.status().state, CameraState::Playing, "still lingering");
+    assert_eq!(
+        ingest.handle.status().state,
+        CameraState::Playing,
+        "still lingering"
+    );
     assert_eq!(source.subscriber_count(), 1, "still lingering");
     wait_until(
         "the camera's session is torn down",
@@ -218,16 +242,31 @@ async fn on_demand_connects_on_the_first_viewer_and_disconnects_after_linger() {
     )
     .await;
     let after = left.elapsed();
-    assert!(after >= linger, "torn down after {after:?}, before the {linger:?} linger");
+    assert!(
+        after >= linger,
+        "torn down after {after:?}, before the {linger:?} linger"
+    );
     wait_status(&ingest.handle, "idle again", Duration::from_secs(2), |s| {
         s.state == CameraState::Idle && s.up
     })
     .await;
 
-    // A viewer coming back gets the camera again.
+    // A viewer coming back gets the camera again, not the old session's pictures.
     let mut again = ingest.channel.subscribe(SinkLabel::local());
-    collect_packets(&mut again, 10, Duration::from_secs(10)).await;
-    assert_eq!(source.subscriber_count(), 1);
+    let fresh = collect_packets(&mut again, 10, Duration::from_secs(10)).await;
+    assert_eq!(
+        source.subscriber_count(),
+        1,
+        "packets came from a new session"
+    );
+    assert_starts_at_keyframe(&fresh);
+    assert!(
+        fresh[0]
+            .timestamp
+            .wrapping_sub(packets.last().unwrap().timestamp) as i32
+            > 0,
+        "the new session continues the timeline"
+    );
     drop(again);
     ingest.stop().await;
     camsim.stop().await;
@@ -299,7 +338,10 @@ async fn gstreamer_camera_with_audio_yields_video_only() {
     metrics();
     // Started on the test's own thread: the server dies with the thread that made it.
     let source = support::RtspSource::start();
-    for (mount, codec) in [("h264-main-audio", Codec::H264), ("h265-main-audio", Codec::H265)] {
+    for (mount, codec) in [
+        ("h264-main-audio", Codec::H264),
+        ("h265-main-audio", Codec::H265),
+    ] {
         let camera = format!("gw/gst/{mount}");
         let mut settings = IngestSettings::new(cam(&camera), url(&source.url(mount)));
         settings.on_demand = false;
@@ -315,8 +357,12 @@ async fn gstreamer_camera_with_audio_yields_video_only() {
         assert_eq!(ingest.channel.info().map(|i| i.codec), Some(codec));
         let text = metrics().render();
         assert_eq!(
-            metric(&text, "passerelle_malformed_packets_total", &[("camera", &camera)])
-                .unwrap_or(0.0),
+            metric(
+                &text,
+                "passerelle_malformed_packets_total",
+                &[("camera", &camera)]
+            )
+            .unwrap_or(0.0),
             0.0,
             "{mount}: an audio packet would not classify as video"
         );
@@ -354,15 +400,23 @@ async fn a_restarted_camera_is_reconnected_and_timestamps_never_go_backwards() {
     // ...and comes back on the same address with a new RTP clock.
     let camsim = Camsim::start(addr, &[("sim/restart", BuiltinFixture::H264Main)]).await;
     let reports = spawn_sender_reports(camsim.source("sim/restart").clone());
-    wait_status(&ingest.handle, "playing again", Duration::from_secs(15), |s| {
-        s.state == CameraState::Playing
-    })
+    wait_status(
+        &ingest.handle,
+        "playing again",
+        Duration::from_secs(15),
+        |s| s.state == CameraState::Playing,
+    )
     .await;
-    seen.collect(&mut sub, before + 60, Duration::from_secs(15)).await;
-    wait_until("a sender report after the restart", Duration::from_secs(10), || {
-        seen.drain(&mut sub);
-        seen.reports_after(before) > 0
-    })
+    seen.collect(&mut sub, before + 60, Duration::from_secs(15))
+        .await;
+    wait_until(
+        "a sender report after the restart",
+        Duration::from_secs(10),
+        || {
+            seen.drain(&mut sub);
+            seen.reports_after(before) > 0
+        },
+    )
     .await;
 
     assert_monotonic(seen.packets.iter().map(|p| p.timestamp));
@@ -371,7 +425,7 @@ async fn a_restarted_camera_is_reconnected_and_timestamps_never_go_backwards() {
         .timestamp
         .wrapping_sub(seen.packets[before - 1].timestamp);
     assert!(
-        step >= 90_000 / 2 && step < 90_000 * 60,
+        (90_000 / 2..90_000 * 60).contains(&step),
         "step across the restart: {step} ticks"
     );
     // Sender reports carry the same offset as the packets.
@@ -458,7 +512,11 @@ async fn garbage_answers_are_retried_with_backoff_while_a_healthy_camera_keeps_f
     })
     .await;
     // Back-off: 0.1 s doubling (±jitter) means three retries take at least 0.35 s.
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     healthy.assert_flowing(Duration::from_secs(2)).await;
     assert!(!ingest.handle.is_finished(), "the supervisor survived");
     assert!(ingest.channel.info().is_none());
@@ -482,31 +540,32 @@ async fn malformed_payloads_are_counted_and_dropped_and_a_corrupt_header_restart
     let packets = collect_packets(&mut sub, 2 * cycles, Duration::from_secs(10)).await;
     for (i, p) in packets.iter().enumerate() {
         assert!(h26x::classify(Codec::H264, &p.payload).is_ok());
-        assert_eq!(p.keyframe_start, i % 2 == 0, "packet {i}");
+        assert_eq!(p.keyframe_start, i.is_multiple_of(2), "packet {i}");
     }
-    wait_until("every malformed payload counted", Duration::from_secs(5), || {
-        metric(
-            &metrics().render(),
-            "passerelle_malformed_packets_total",
-            &[("camera", camera)],
-        ) == Some(4.0 * cycles as f64)
-    })
+    wait_until(
+        "every malformed payload counted",
+        Duration::from_secs(5),
+        || {
+            metric(
+                &metrics().render(),
+                "passerelle_malformed_packets_total",
+                &[("camera", camera)],
+            ) == Some(4.0 * cycles as f64)
+        },
+    )
     .await;
     assert_eq!(fake.stats.malformed_sent.load(Ordering::SeqCst), 4 * cycles);
 
     // The corrupt RTP header after the script ends the session; the camera is retried
     // and plays again (later sessions send valid video only).
-    wait_until("a reconnect after the corrupt header", Duration::from_secs(10), || {
-        fake.stats.connections.load(Ordering::SeqCst) >= 2
-    })
+    wait_until(
+        "a reconnect after the corrupt header",
+        Duration::from_secs(10),
+        || fake.stats.connections.load(Ordering::SeqCst) >= 2,
+    )
     .await;
     let more = collect_packets(&mut sub, 10, Duration::from_secs(10)).await;
-    assert_monotonic(
-        packets
-            .iter()
-            .chain(more.iter())
-            .map(|p| p.timestamp),
-    );
+    assert_monotonic(packets.iter().chain(more.iter()).map(|p| p.timestamp));
     assert_eq!(
         metric(
             &metrics().render(),
@@ -558,14 +617,20 @@ async fn credentials_are_used_but_never_logged() {
     })
     .await;
     assert!(!status.up);
-    wait_until("a log line about the refusal", Duration::from_secs(10), || {
-        let text = captured.text();
-        text.contains("gw/creds/wrong") && text.contains("401")
-    })
+    wait_until(
+        "a log line about the refusal",
+        Duration::from_secs(10),
+        || {
+            let text = captured.text();
+            text.contains("gw/creds/wrong") && text.contains("401")
+        },
+    )
     .await;
-    wait_until("a log line about the other camera", Duration::from_secs(10), || {
-        captured.text().contains("gw/creds/leaky")
-    })
+    wait_until(
+        "a log line about the other camera",
+        Duration::from_secs(10),
+        || captured.text().contains("gw/creds/leaky"),
+    )
     .await;
     wrong.stop().await;
     leaky.stop().await;
@@ -666,14 +731,15 @@ impl Healthy {
         healthy
     }
 
-    /// At 25 pictures per second, `over` brings at least one packet per picture.
+    /// At 25 pictures per second, `over` brings at least one packet per picture; half
+    /// of that is asked, leaving room for a loaded machine.
     async fn assert_flowing(&self, over: Duration) {
         let before = self.count.load(Ordering::SeqCst);
         sleep(over).await;
         let got = self.count.load(Ordering::SeqCst) - before;
         let pictures = (over.as_millis() / 40) as usize;
         assert!(
-            got >= pictures * 3 / 4,
+            got >= pictures / 2,
             "healthy camera: {got} packets in {over:?}"
         );
         assert_eq!(self.ingest.handle.status().state, CameraState::Playing);
@@ -713,10 +779,13 @@ impl Seen {
     async fn collect(&mut self, sub: &mut Subscription, until: usize, within: Duration) {
         let deadline = Instant::now() + within;
         while self.packets.len() < until {
-            let event = timeout(deadline.saturating_duration_since(Instant::now()), sub.recv())
-                .await
-                .unwrap_or_else(|_| panic!("{} of {until} packets in {within:?}", self.packets.len()))
-                .expect("channel open");
+            let event = timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                sub.recv(),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{} of {until} packets in {within:?}", self.packets.len()))
+            .expect("channel open");
             self.record(event);
         }
     }
@@ -746,8 +815,10 @@ fn spawn_sender_reports(source: Channel) -> JoinHandle<()> {
         while let Some(event) = sub.recv().await {
             if let SinkEvent::Packet(p) = event {
                 n += 1;
-                if n % 10 == 0 {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                if n.is_multiple_of(10) {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default();
                     source.sender_report(ntp_from_unix(now), p.timestamp);
                 }
             }
@@ -759,6 +830,15 @@ async fn collect_packets(sub: &mut Subscription, n: usize, within: Duration) -> 
     let mut seen = Seen::default();
     seen.collect(sub, n, within).await;
     seen.packets
+}
+
+/// A new sink gets the parameter sets, then a keyframe (RFC 6184/7798 decoders need both).
+fn assert_starts_at_keyframe(packets: &[MediaPacket]) {
+    let first = packets
+        .iter()
+        .find(|p| !p.parameter_set)
+        .expect("a picture among the packets");
+    assert!(first.keyframe_start, "a new sink starts at a keyframe");
 }
 
 /// Timestamps never step backwards (RFC 3550 modulo-2^32 comparison).
@@ -782,7 +862,10 @@ async fn wait_status(
     let mut status = handle.watch_status();
     match timeout(within, status.wait_for(|s| wanted(s))).await {
         Ok(Ok(s)) => *s,
-        _ => panic!("{what}: status still {:?} after {within:?}", handle.status()),
+        _ => panic!(
+            "{what}: status still {:?} after {within:?}",
+            handle.status()
+        ),
     }
 }
 
@@ -1064,8 +1147,7 @@ fn fake_sdp(script: Script) -> String {
     let video = "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
                  a=fmtp:96 packetization-mode=1;profile-level-id=4D001F;sprop-parameter-sets=Z00AH5WoFAFuQA==,aO48gA==\r\n\
                  a=control:trackID=video\r\n";
-    let meta =
-        "m=application 0 RTP/AVP 107\r\na=rtpmap:107 vnd.onvif.metadata/90000\r\na=control:trackID=meta\r\n";
+    let meta = "m=application 0 RTP/AVP 107\r\na=rtpmap:107 vnd.onvif.metadata/90000\r\na=control:trackID=meta\r\n";
     match script {
         Script::AudioFirst => {
             sdp.push_str(audio);
@@ -1289,7 +1371,11 @@ impl FakePlayer {
                 }
             }
             _ => {
-                let payload = if tick % 25 == 0 { IDR } else { P_SLICE };
+                let payload = if tick.is_multiple_of(25) {
+                    IDR
+                } else {
+                    P_SLICE
+                };
                 self.rtp(channel, out, payload, ts);
                 Step::Send
             }
@@ -1312,7 +1398,7 @@ impl Captured {
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().write_all(buf)?;
+        self.0.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
 

@@ -163,7 +163,10 @@ mod tests {
         let mut last = 0;
         for i in 0..10u32 {
             last = c
-                .map(4_000_000_000 + i * TICKS_PER_FRAME, t0 + ms(40 * u64::from(i)))
+                .map(
+                    4_000_000_000 + i * TICKS_PER_FRAME,
+                    t0 + ms(40 * u64::from(i)),
+                )
                 .timestamp;
         }
         // The camera comes back 2.5 s after the last packet with a clock far behind.
@@ -173,7 +176,10 @@ mod tests {
         assert!(first.discontinuity);
         assert_eq!(first.timestamp, last.wrapping_add(225_000));
         let second = c.map(17 + TICKS_PER_FRAME, back + ms(40));
-        assert_eq!(second.timestamp, first.timestamp.wrapping_add(TICKS_PER_FRAME));
+        assert_eq!(
+            second.timestamp,
+            first.timestamp.wrapping_add(TICKS_PER_FRAME)
+        );
         assert!(!second.discontinuity);
         // Sender reports get the same offset as the packets.
         assert_eq!(
@@ -241,7 +247,9 @@ mod tests {
             c.begin_session(90_000);
             for frame in 0..20u32 {
                 now += ms(40);
-                let out = c.map(seed.wrapping_add(frame * TICKS_PER_FRAME), now).timestamp;
+                let out = c
+                    .map(seed.wrapping_add(frame * TICKS_PER_FRAME), now)
+                    .timestamp;
                 if let Some(p) = previous {
                     assert!(serial_diff(out, p) > 0, "{p} -> {out}");
                 }

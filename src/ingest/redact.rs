@@ -12,8 +12,11 @@ const CREDENTIAL_QUERY_KEYS: &[&str] = &[
 /// What replaces a secret in logs.
 const REDACTED: &str = "<redacted>";
 
+/// What replaces a credential in a URL query (brackets would be percent-encoded there).
+const REDACTED_QUERY_VALUE: &str = "redacted";
+
 /// `url` without user name or password, and with the values of credential-looking query
-/// parameters replaced by `<redacted>`: the form every log line and error uses.
+/// parameters replaced by `redacted`: the form every log line and error uses.
 pub fn redact_url(url: &Url) -> String {
     let mut shown = without_userinfo(url);
     if shown.query().is_some() {
@@ -21,7 +24,7 @@ pub fn redact_url(url: &Url) -> String {
             .query_pairs()
             .map(|(k, v)| {
                 let value = if is_credential_key(&k) {
-                    REDACTED.to_owned()
+                    REDACTED_QUERY_VALUE.to_owned()
                 } else {
                     v.into_owned()
                 };
@@ -105,7 +108,8 @@ mod tests {
         assert!(!shown.contains("s3cr"), "{shown}");
         assert!(shown.contains("channel=1"), "{shown}");
         assert!(shown.contains("subtype=0"), "{shown}");
-        assert!(shown.contains("Password="), "{shown}");
+        assert!(shown.contains("Password=redacted"), "{shown}");
+        assert!(shown.contains("user=redacted"), "{shown}");
         // A URL without any of that is unchanged.
         let plain = url("rtsp://192.0.2.12:8554/metz/cam-1");
         assert_eq!(redact_url(&plain), plain.as_str());
@@ -118,9 +122,15 @@ mod tests {
         assert_eq!(secrets, ["abc123xyz", "hunter2"]);
         let text = "401 response to DESCRIBE CSeq=1: bad\n\nconn: 1 rtsp://192.0.2.11/live?token=abc123xyz pw hunter2";
         let clean = scrub(text, &secrets);
-        assert!(!clean.contains("abc123xyz") && !clean.contains("hunter2"), "{clean}");
+        assert!(
+            !clean.contains("abc123xyz") && !clean.contains("hunter2"),
+            "{clean}"
+        );
         assert!(!clean.contains('\n'), "{clean}");
-        assert!(clean.starts_with("401 response to DESCRIBE CSeq=1: bad conn: 1"), "{clean}");
+        assert!(
+            clean.starts_with("401 response to DESCRIBE CSeq=1: bad conn: 1"),
+            "{clean}"
+        );
         // An empty password is not a secret (it would match everywhere).
         assert!(super::secrets(&url("rtsp://h/p"), Some("")).is_empty());
     }

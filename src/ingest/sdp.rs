@@ -152,7 +152,9 @@ fn media_sections(sdp: &str) -> Vec<MediaSection<'_>> {
                 media,
                 payload_type,
                 // The client's own test (RFC 8866 §5.14 and its MP2T extension).
-                rtp: proto.starts_with("RTP/") || proto.contains("/RTP/") || proto.contains("MP2T/"),
+                rtp: proto.starts_with("RTP/")
+                    || proto.contains("/RTP/")
+                    || proto.contains("MP2T/"),
                 control: None,
                 fmtps: Vec::new(),
             });
@@ -241,7 +243,10 @@ mod tests {
         assert_eq!(choice.parameter_sets.len(), 2);
         let only_bad = &streams[..1];
         let refusal = choose_video(only_bad, sdp.as_bytes()).unwrap_err();
-        assert!(refusal.starts_with("video/h265 (H.265 sprop-max-don-diff=2"), "{refusal}");
+        assert!(
+            refusal.starts_with("video/h265 (H.265 sprop-max-don-diff=2"),
+            "{refusal}"
+        );
     }
 
     #[test]
@@ -268,7 +273,10 @@ mod tests {
         let streams = offered(&[("video", "H264", 96)]);
         let choice = choose_video(&streams, sdp.as_bytes()).unwrap();
         assert!(choice.parameter_sets.is_empty());
-        assert!(matches!(choice.fmtp_problem, Some(FmtpError::BadBase64 { .. })));
+        assert!(matches!(
+            choice.fmtp_problem,
+            Some(FmtpError::BadBase64 { .. })
+        ));
         // No fmtp line at all: in-band parameter sets only, no problem to report.
         let bare = "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
         let choice = choose_video(&streams, bare.as_bytes()).unwrap();

@@ -384,7 +384,11 @@ impl Supervisor {
         }
         self.forward.timestamps.begin_session(video.clock_rate);
         let started = Instant::now();
-        match self.stream(session, &video).await {
+        let ended = self.stream(session, &video).await;
+        // The cached pictures belong to a session that is over: a viewer arriving before
+        // the next one must wait for its keyframe, not replay stale video.
+        self.channel.reset_cache();
+        match ended {
             Ended::Failed { error, .. } => Ended::Failed {
                 error,
                 played: started.elapsed(),

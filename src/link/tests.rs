@@ -278,6 +278,7 @@ impl CatalogProvider for TestProvider {
 struct TestImporter {
     channels: Mutex<HashMap<CameraId, Channel>>,
     catalogs: Mutex<Vec<(SiteId, Vec<CameraId>)>>,
+    checkpoints: Mutex<Vec<(SiteId, Checkpoint)>>,
 }
 
 impl TestImporter {
@@ -295,6 +296,13 @@ impl TestImporter {
 impl Importer for TestImporter {
     fn channel(&self, _partner: &SiteId, camera: &CameraId) -> Option<Channel> {
         Some(self.local(camera.as_str()))
+    }
+
+    fn checkpoint(&self, partner: &SiteId, checkpoint: Checkpoint) {
+        self.checkpoints
+            .lock()
+            .unwrap()
+            .push((partner.clone(), checkpoint));
     }
 
     fn catalog_changed(&self, partner: &SiteId, cameras: &[CatalogCamera]) {
@@ -588,24 +596,45 @@ async fn policy_change_withdraws_the_stream_and_ends_the_session() {
             .unwrap();
         packets(&mut sink, 5).await;
 
+        // The grant is withdrawn. Security deadline (DESIGN.md): cut within 1 s,
+        // measured from the policy change to the last packet seen downstream.
+        let withdrawn_at = tokio::time::Instant::now();
         sncf.provider.granted.lock().unwrap().clear();
         sncf.link.policy_changed();
+        let mut last_packet = None;
+        let watch_for = Duration::from_millis(1500);
+        while let Ok(Some(event)) =
+            tokio::time::timeout_at(withdrawn_at + watch_for, sink.recv()).await
+        {
+            if matches!(event, SinkEvent::Packet(_)) {
+                last_packet = Some(tokio::time::Instant::now());
+            }
+        }
+        if let Some(at) = last_packet {
+            let after = at - withdrawn_at;
+            assert!(
+                after < Duration::from_secs(1),
+                "packets crossed {after:?} after withdrawal"
+            );
+        }
         assert_eq!(guard.ended().await, ErrorCode::Withdrawn);
-        // The catalog update arrived too.
-        until(|| {
-            csu.importer
-                .catalogs
+        assert!(withdrawn_at.elapsed() >= watch_for);
+        // The catalog update arrived too, and the camera is no longer read for the CSU.
+        let catalogs = csu.importer.catalogs.lock().unwrap().clone();
+        assert!(
+            catalogs
+                .last()
+                .is_some_and(|(_, cameras)| cameras.is_empty()),
+            "{catalogs:?}"
+        );
+        assert_eq!(sncf.provider.channel(GRANTED).subscriber_count(), 0);
+        assert!(
+            sncf.provider
+                .closed
                 .lock()
                 .unwrap()
-                .last()
-                .is_some_and(|(_, cameras)| cameras.is_empty())
-        })
-        .await;
-        until(|| sncf.provider.channel(GRANTED).subscriber_count() == 0).await;
-        // Drain what was in flight, then nothing more.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(1), sink.recv()).await {}
-        no_packets(&mut sink, Duration::from_millis(400)).await;
+                .contains(&(cam(GRANTED), ViewEnd::Withdrawn(ErrorCode::Withdrawn)))
+        );
     })
     .await;
 }
@@ -802,6 +831,12 @@ async fn refused_subscribe_and_malformed_control_close_only_that_link() {
             })
             .collect();
         assert_eq!(flows[0], flows[1]);
+        // The channel's default payload bound fits a datagram on the smallest path.
+        let room = csu.connection.max_datagram_size().unwrap();
+        assert!(
+            room >= ChannelSettings::default().max_payload + crate::media::rtp::RTP_HEADER_LEN + 2,
+            "{room}"
+        );
         // No session yet: no datagram at all reaches us.
         let datagram =
             tokio::time::timeout(Duration::from_millis(300), csu.connection.read_datagram()).await;
@@ -942,7 +977,7 @@ async fn a_peer_that_is_no_partner_is_refused_before_any_control_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sender_reports_travel_down_and_keyframe_requests_up() {
+async fn sender_reports_and_checkpoints_travel_down_and_keyframe_requests_up() {
     bounded(async {
         let pki = Pki::new();
         let sncf = sncf(&pki, &[CSU], MediaTransport::Datagram);
@@ -970,6 +1005,21 @@ async fn sender_reports_travel_down_and_keyframe_requests_up() {
                 break;
             }
         }
+
+        // A journal checkpoint reaches the partner.
+        let checkpoint = Checkpoint {
+            journal_id: "j-sncf".to_owned(),
+            sequence: 42,
+            head_hash: [7; 32],
+            time: Timestamp::from_second(1_770_000_000).unwrap(),
+            signature: [9; 64],
+        };
+        sncf.link.send_checkpoint(&checkpoint);
+        until(|| !csu.importer.checkpoints.lock().unwrap().is_empty()).await;
+        assert_eq!(
+            csu.importer.checkpoints.lock().unwrap()[0],
+            (id(SNCF), checkpoint)
+        );
 
         // A viewer's keyframe request on the importing side reaches the camera.
         let mut requests = sncf.provider.channel(GRANTED).watch_keyframe_requests();

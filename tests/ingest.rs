@@ -336,6 +336,7 @@ async fn a_camera_without_video_is_failed_and_nothing_is_set_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gstreamer_camera_with_audio_yields_video_only() {
     metrics();
+    let _ = tracing_subscriber::fmt().with_test_writer().with_max_level(tracing::Level::DEBUG).try_init();
     // Started on the test's own thread: the server dies with the thread that made it.
     let source = support::RtspSource::start();
     for (mount, codec) in [

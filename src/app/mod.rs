@@ -10,10 +10,21 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::cli::Command;
-use crate::config::{Config, ConfigError};
-use crate::management::{ManagementServer, Readiness};
+use std::collections::HashMap;
 
+use crate::channel::{Channel, ChannelSettings};
+use crate::cli::Command;
+use crate::config::{Config, ConfigError, RtspSecret, UserKind};
+use crate::ingest::{IngestSettings, IngestTransport};
+use crate::link::{CatalogProvider, DialTarget, Importer, LinkHandle, LinkSettings, PartnerLink};
+use crate::management::{ManagementServer, Readiness};
+use crate::policy::AgentKind;
+use crate::rtsp::{RtspServer, RtspSettings, RtspUser, Secret};
+use crate::tls::{LinkTls, PartnerTrust, TlsSettings};
+
+use gateway::Gateway;
+
+mod gateway;
 mod tools;
 
 /// Exit status for a bad configuration (sysexits `EX_USAGE`), fixed by the CLI contract.
@@ -103,6 +114,64 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     let metrics = crate::metrics::install().context("installing the metrics recorder")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(GatewayState::default());
+    let mut listeners = BTreeMap::new();
+
+    let channel_settings = channel_settings(&config);
+    let mut local = HashMap::new();
+    let mut ingests = Vec::new();
+    for camera in &config.cameras {
+        let channel = Channel::new(camera.id.clone(), channel_settings.clone());
+        let handle = crate::ingest::spawn(
+            ingest_settings(camera)?,
+            channel.clone(),
+            shutdown_rx.clone(),
+        );
+        local.insert(
+            camera.id.clone(),
+            gateway::LocalCamera {
+                channel,
+                status: handle.watch_status(),
+            },
+        );
+        ingests.push(handle);
+    }
+    let imports = config
+        .partners
+        .iter()
+        .filter_map(|partner| {
+            let prefix = partner.prefix.clone()?;
+            Some((
+                partner.id.clone(),
+                gateway::ImportRule {
+                    prefix,
+                    patterns: partner.import.clone(),
+                },
+            ))
+        })
+        .collect();
+    let gateway = Arc::new(Gateway::new(
+        config.site.id.clone(),
+        local,
+        imports,
+        channel_settings,
+    ));
+    gateway.set_policy(policy_in_force(&config));
+
+    let link = start_link(&config, &gateway)?;
+    if let Some(link) = link {
+        listeners.insert("quic", link.local_addr());
+        gateway.attach_link(link);
+    }
+
+    let rtsp = RtspServer::bind(
+        rtsp_settings(&config),
+        rtsp_users(&config)?,
+        Arc::clone(&gateway),
+    )
+    .await
+    .with_context(|| format!("binding rtsp.listen {}", config.rtsp.listen))?;
+    listeners.insert("rtsp", rtsp.local_addr()?);
+    let rtsp_task = tokio::spawn(rtsp.run(wait_for(shutdown_rx.clone())));
 
     let management = ManagementServer::bind(
         config.management.listen,
@@ -111,8 +180,6 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     )
     .await
     .with_context(|| format!("binding management.listen {}", config.management.listen))?;
-
-    let mut listeners = BTreeMap::new();
     listeners.insert("management", management.local_addr()?);
     let management_task = tokio::spawn(management.serve(wait_for(shutdown_rx.clone())));
 
@@ -128,8 +195,186 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     shutdown_signal().await;
     tracing::info!("stopping");
     shutdown_tx.send_replace(true);
+    if let Some(link) = gateway.link() {
+        link.shutdown().await;
+    }
+    rtsp_task.await?;
+    for ingest in ingests {
+        if let Err(error) = ingest.join().await {
+            tracing::warn!(%error, "camera ingest task failed");
+        }
+    }
     management_task.await??;
     Ok(())
+}
+
+/// The policy named by the configuration, if it verifies and applies to this site now;
+/// otherwise `None` (fail closed: local viewing goes on, nothing crosses).
+fn policy_in_force(config: &Config) -> Option<crate::policy::Policy> {
+    let verified = match tools::load_configured_policy(config) {
+        Ok(verified) => verified,
+        Err(error) => {
+            tracing::error!(%error, "policy refused: nothing crosses the boundary");
+            return None;
+        }
+    };
+    let policy = verified.policy;
+    match crate::policy::policy_status(&policy, &config.site.id, jiff::Timestamp::now()) {
+        Ok(()) => {
+            tracing::info!(serial = policy.serial, valid_until = %policy.valid_until, "policy in force");
+            Some(policy)
+        }
+        Err(reason) => {
+            tracing::error!(
+                serial = policy.serial,
+                reason = reason.as_str(),
+                "policy refused: {}; nothing crosses the boundary",
+                reason.message()
+            );
+            None
+        }
+    }
+}
+
+/// Binds the link when the site has partners (a site without any shares nothing).
+fn start_link(config: &Config, gateway: &Arc<Gateway>) -> anyhow::Result<Option<LinkHandle>> {
+    if config.partners.is_empty() {
+        return Ok(None);
+    }
+    let trust: Vec<PartnerTrust> = config
+        .partners
+        .iter()
+        .map(|partner| PartnerTrust {
+            id: partner.id.clone(),
+            ca: partner.ca.clone(),
+            allow_any_ca: partner.allow_any_ca,
+        })
+        .collect();
+    let tls_settings = TlsSettings {
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+        ca: config.tls.ca.clone(),
+        crl: config.tls.crl.iter().cloned().collect(),
+    };
+    let tls = LinkTls::load(&config.site.id, &tls_settings, &trust).context("loading [tls]")?;
+    let partners = config
+        .partners
+        .iter()
+        .map(|partner| PartnerLink {
+            id: partner.id.clone(),
+            addresses: partner
+                .addresses
+                .iter()
+                .map(|address| DialTarget {
+                    host: address.host.clone(),
+                    port: address.port,
+                })
+                .collect(),
+            prefix: partner.prefix.clone(),
+        })
+        .collect();
+    let quic = &config.quic;
+    let settings = LinkSettings {
+        keep_alive: quic.keep_alive,
+        idle_timeout: quic.idle_timeout,
+        initial_mtu: quic.initial_mtu,
+        max_mtu: quic.max_mtu,
+        mtu_discovery: quic.mtu_discovery,
+        media_transport: match quic.media_transport {
+            crate::config::MediaTransport::Datagram => crate::link::MediaTransport::Datagram,
+            crate::config::MediaTransport::Stream => crate::link::MediaTransport::Stream,
+        },
+        ..LinkSettings::new(config.site.id.clone(), quic.listen, partners)
+    };
+    let provider: Arc<dyn CatalogProvider> = Arc::clone(gateway) as Arc<dyn CatalogProvider>;
+    let importer: Arc<dyn Importer> = Arc::clone(gateway) as Arc<dyn Importer>;
+    let link = LinkHandle::bind(settings, Arc::new(tls), provider, importer)
+        .with_context(|| format!("binding quic.listen {}", quic.listen))?;
+    Ok(Some(link))
+}
+
+/// The channel tuning of `[channel]`, and the largest payload that fits a QUIC datagram
+/// at the initial MTU: the MTU less the QUIC short header, DATAGRAM frame, AEAD tag,
+/// flow id and RTP header (about 60 bytes; 100 keeps a margin for long connection ids).
+fn channel_settings(config: &Config) -> ChannelSettings {
+    let channel = &config.channel;
+    ChannelSettings {
+        keyframe_cache_max_bytes: channel.keyframe_cache_max_bytes,
+        keyframe_cache_max_duration: channel.keyframe_cache_max_duration,
+        sink_queue_packets: channel.sink_queue_packets,
+        keyframe_request_interval: channel.keyframe_request_interval,
+        max_payload: usize::from(config.quic.initial_mtu).saturating_sub(100),
+    }
+}
+
+fn ingest_settings(camera: &crate::config::CameraSettings) -> anyhow::Result<IngestSettings> {
+    let credentials = camera
+        .credentials_file
+        .as_ref()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("camera {}: reading {}", camera.id, path.display()))?;
+            let line = text.lines().next().unwrap_or_default();
+            let (user, password) = line.split_once(':').with_context(|| {
+                format!(
+                    "camera {}: {} must hold USER:PASSWORD",
+                    camera.id,
+                    path.display()
+                )
+            })?;
+            anyhow::Ok((user.to_owned(), password.to_owned()))
+        })
+        .transpose()?;
+    Ok(IngestSettings {
+        credentials,
+        on_demand: camera.on_demand,
+        transport: match camera.transport {
+            crate::config::CameraTransport::Tcp => IngestTransport::Tcp,
+            crate::config::CameraTransport::Udp => IngestTransport::Udp,
+        },
+        linger: camera.linger,
+        probe_interval: camera.probe_interval,
+        ..IngestSettings::new(camera.id.clone(), camera.url.clone())
+    })
+}
+
+fn rtsp_settings(config: &Config) -> RtspSettings {
+    let rtsp = &config.rtsp;
+    RtspSettings {
+        listen: rtsp.listen,
+        udp_ports: rtsp.udp_ports.first()..=rtsp.udp_ports.last(),
+        session_timeout: rtsp.session_timeout,
+        describe_timeout: rtsp.describe_timeout,
+        ..RtspSettings::default()
+    }
+}
+
+/// The `[[user]]`s that have an RTSP secret, with it read from its file.
+fn rtsp_users(config: &Config) -> anyhow::Result<Vec<RtspUser>> {
+    let read = |path: &Path| -> anyhow::Result<String> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+    };
+    config
+        .users
+        .iter()
+        .filter_map(|user| {
+            let secret = match user.rtsp_secret.as_ref()? {
+                RtspSecret::PasswordFile(path) => read(path).map(Secret::Password),
+                RtspSecret::Ha1File(path) => read(path).map(Secret::Ha1),
+            };
+            Some(secret.map(|secret| RtspUser {
+                name: user.name.clone(),
+                kind: match user.kind {
+                    UserKind::Agent => AgentKind::Agent,
+                    UserKind::Service => AgentKind::Service,
+                },
+                secret,
+                cameras: user.cameras.clone(),
+            }))
+        })
+        .collect()
 }
 
 /// `passerelle camsim`: serves the fixtures until SIGTERM or SIGINT.

@@ -1,0 +1,354 @@
+//! The gateway's shared state, and the traits through which the adapters reach it:
+//! [`CameraDirectory`] for the RTSP server, [`CatalogProvider`] and [`Importer`] for
+//! the link. Every cross-boundary decision goes through [`policy::evaluate`] here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use tokio::sync::watch;
+
+use crate::channel::{Channel, ChannelSettings};
+use crate::control::{CatalogCamera, ErrorCode, Feature, Restrictions};
+use crate::ids::{CameraId, CameraPattern, SiteId};
+use crate::ingest::CameraStatus;
+use crate::link::{CatalogProvider, Importer, LinkHandle, ViewEnd, ViewGuard};
+use crate::policy::{self, Decision, Mode, Policy, ViewingSession};
+use crate::rtsp::{CameraDirectory, Mount, ViewRefusal, Viewer};
+
+/// A camera of this site, pulled by ingest.
+pub(super) struct LocalCamera {
+    pub channel: Channel,
+    pub status: watch::Receiver<CameraStatus>,
+}
+
+/// What we import from one partner.
+pub(super) struct ImportRule {
+    pub prefix: CameraId,
+    /// Patterns in the provider's ids.
+    pub patterns: Vec<CameraPattern>,
+}
+
+/// The gateway: local cameras, imported cameras, the policy in force and the link.
+pub(super) struct Gateway {
+    site: SiteId,
+    local: HashMap<CameraId, LocalCamera>,
+    imports: HashMap<SiteId, ImportRule>,
+    /// Imported cameras in our ids, created when a partner's catalog lists them.
+    imported: Mutex<HashMap<CameraId, Channel>>,
+    /// The partners' catalogs, in their ids.
+    catalogs: Mutex<HashMap<SiteId, Vec<CatalogCamera>>>,
+    /// The verified policy in force, if it applies to this site; `None` is fail-closed.
+    policy: RwLock<Option<Arc<Policy>>>,
+    channel_settings: ChannelSettings,
+    link: OnceLock<LinkHandle>,
+}
+
+impl Gateway {
+    pub fn new(
+        site: SiteId,
+        local: HashMap<CameraId, LocalCamera>,
+        imports: HashMap<SiteId, ImportRule>,
+        channel_settings: ChannelSettings,
+    ) -> Self {
+        Gateway {
+            site,
+            local,
+            imports,
+            imported: Mutex::new(HashMap::new()),
+            catalogs: Mutex::new(HashMap::new()),
+            policy: RwLock::new(None),
+            channel_settings,
+            link: OnceLock::new(),
+        }
+    }
+
+    /// Puts `policy` in force (`None`: nothing crosses the boundary).
+    pub fn set_policy(&self, policy: Option<Policy>) {
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = policy.map(Arc::new);
+        if let Some(link) = self.link.get() {
+            link.policy_changed();
+        }
+    }
+
+    pub fn policy(&self) -> Option<Arc<Policy>> {
+        self.policy
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Attaches the link once it is bound (it needs the gateway first).
+    pub fn attach_link(&self, link: LinkHandle) {
+        // Called once at start; a second call would be a wiring bug, and keeping the
+        // first link is the safe outcome.
+        let _ = self.link.set(link);
+    }
+
+    pub fn link(&self) -> Option<&LinkHandle> {
+        self.link.get()
+    }
+
+    /// The partner an imported camera id comes from, and the id at that partner.
+    fn import_source(&self, camera: &CameraId) -> Option<(&SiteId, CameraId)> {
+        self.imports.iter().find_map(|(partner, rule)| {
+            let remote = camera.strip_prefix(&rule.prefix)?;
+            rule.patterns
+                .iter()
+                .any(|pattern| pattern.matches(&remote))
+                .then_some((partner, remote))
+        })
+    }
+
+    /// The channel of an imported camera, created on first use.
+    fn imported_channel(&self, camera: &CameraId) -> Channel {
+        let mut imported = self
+            .imported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        imported
+            .entry(camera.clone())
+            .or_insert_with(|| Channel::new(camera.clone(), self.channel_settings.clone()))
+            .clone()
+    }
+
+    /// Decides whether `partner` may have `camera` (our id), optionally for a viewing
+    /// session, under the policy in force now.
+    fn decide(
+        &self,
+        partner: &SiteId,
+        camera: &CameraId,
+        session: Option<&ViewingSession>,
+    ) -> Result<(Arc<Policy>, usize), ErrorCode> {
+        // Only our own cameras are shared: imported ones are not re-shared until onward
+        // rules are enforced end to end.
+        if !self.local.contains_key(camera) {
+            return Err(ErrorCode::NotGranted);
+        }
+        let policy = self.policy();
+        let decision = policy::evaluate(
+            policy.as_deref(),
+            &self.site,
+            partner,
+            camera,
+            session,
+            jiff::Timestamp::now(),
+        );
+        let grant = match decision {
+            Decision::Allow { grant, .. } => grant,
+            Decision::Deny(reason) => return Err(ErrorCode::from(reason)),
+        };
+        policy
+            .map(|policy| (policy, grant))
+            .ok_or(ErrorCode::NoPolicy)
+    }
+}
+
+/// Held by an RTSP session while it plays.
+pub(super) enum ViewHold {
+    /// A camera of this site: nothing to release.
+    Local,
+    /// An imported camera: the session at the camera's site, closed on drop.
+    Remote(#[expect(dead_code, reason = "held for its Drop, which sends ViewClose")] ViewGuard),
+}
+
+impl CameraDirectory for Gateway {
+    type Guard = ViewHold;
+
+    fn mount(&self, camera: &CameraId) -> Option<Mount> {
+        if let Some(local) = self.local.get(camera) {
+            return Some(Mount {
+                tracks: vec![local.channel.clone()],
+            });
+        }
+        let (partner, remote) = self.import_source(camera)?;
+        let catalogs = self
+            .catalogs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // An imported camera exists here only while its site lists it for us.
+        catalogs.get(partner)?.iter().find(|c| c.id == remote)?;
+        drop(catalogs);
+        Some(Mount {
+            tracks: vec![self.imported_channel(camera)],
+        })
+    }
+
+    async fn open_view(&self, viewer: &Viewer, camera: &CameraId) -> Result<ViewHold, ViewRefusal> {
+        if self.local.contains_key(camera) {
+            return Ok(ViewHold::Local);
+        }
+        let (partner, _) = self.import_source(camera).ok_or(ViewRefusal::NotFound)?;
+        let link = self.link.get().ok_or(ViewRefusal::Unavailable)?;
+        let session = ViewingSession {
+            agent: viewer.name.clone(),
+            kind: viewer.kind,
+            reason: None,
+            intervention: None,
+            origin: self.site.clone(),
+        };
+        match link.open_view(partner, camera, session).await {
+            Ok(guard) => Ok(ViewHold::Remote(guard)),
+            Err(code) => Err(refusal(code)),
+        }
+    }
+}
+
+/// How a refusal from the camera's site shows to an RTSP client: 404 for what it may
+/// not know about, 403 for a camera it knows but may not watch now, 503 otherwise.
+fn refusal(code: ErrorCode) -> ViewRefusal {
+    match code {
+        ErrorCode::NotGranted | ErrorCode::NoPolicy | ErrorCode::Withdrawn => ViewRefusal::NotFound,
+        ErrorCode::CameraUnavailable
+        | ErrorCode::ShuttingDown
+        | ErrorCode::JournalUnavailable
+        | ErrorCode::MaxStreams
+        | ErrorCode::MaxBitrate => ViewRefusal::Unavailable,
+        other => ViewRefusal::Forbidden {
+            reason: other.as_str().to_owned(),
+        },
+    }
+}
+
+impl CatalogProvider for Gateway {
+    fn policy_serial(&self) -> Option<u64> {
+        self.policy().map(|policy| policy.serial)
+    }
+
+    fn catalog(&self, partner: &SiteId, features: &[Feature]) -> Vec<CatalogCamera> {
+        let mut cameras: Vec<CatalogCamera> = self
+            .local
+            .iter()
+            .filter_map(|(id, local)| {
+                let (policy, grant) = self.decide(partner, id, None).ok()?;
+                let grant = policy.grants.get(grant)?;
+                let restrictions = Restrictions {
+                    on_request: grant.mode == Mode::OnRequest,
+                    onward: grant.onward.clone(),
+                    grant_end: None,
+                };
+                // A restriction the peer would not enforce withholds the camera.
+                let needs = [
+                    (restrictions.on_request, Feature::OnRequest),
+                    (!restrictions.onward.is_empty(), Feature::Onward),
+                ];
+                if needs
+                    .iter()
+                    .any(|(needed, feature)| *needed && !features.contains(feature))
+                {
+                    return None;
+                }
+                let info = local.channel.info();
+                Some(CatalogCamera {
+                    id: id.clone(),
+                    codec: info.as_ref().map(|info| info.codec),
+                    parameter_sets: info.map(|info| info.parameter_sets).unwrap_or_default(),
+                    restrictions,
+                    up: local.status.borrow().up,
+                })
+            })
+            .collect();
+        cameras.sort_by(|a, b| a.id.cmp(&b.id));
+        cameras
+    }
+
+    fn stream(
+        &self,
+        partner: &SiteId,
+        camera: &CameraId,
+        active: &[CameraId],
+    ) -> Result<Channel, ErrorCode> {
+        let (policy, grant) = self.decide(partner, camera, None)?;
+        if let Some(max) = policy.grants.get(grant).and_then(|g| g.max_streams) {
+            let grant = &policy.grants[grant];
+            let held = active
+                .iter()
+                .filter(|held| *held != camera && grant.cameras.iter().any(|p| p.matches(held)))
+                .count();
+            if held >= max as usize {
+                return Err(ErrorCode::MaxStreams);
+            }
+        }
+        self.local
+            .get(camera)
+            .map(|local| local.channel.clone())
+            .ok_or(ErrorCode::NotGranted)
+    }
+
+    fn open_view(
+        &self,
+        partner: &SiteId,
+        camera: &CameraId,
+        session: &ViewingSession,
+    ) -> Result<(), ErrorCode> {
+        let decided = self.decide(partner, camera, Some(session));
+        match &decided {
+            Ok((policy, grant)) => tracing::info!(
+                %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
+                reason = session.reason.as_deref().unwrap_or(""), origin = %session.origin,
+                basis = policy.grants[*grant].basis.as_str(), "viewing session opened"
+            ),
+            Err(code) => tracing::info!(
+                %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
+                origin = %session.origin, refusal = code.as_str(), "viewing session refused"
+            ),
+        }
+        decided.map(|_| ())
+    }
+
+    fn check_view(
+        &self,
+        partner: &SiteId,
+        camera: &CameraId,
+        session: &ViewingSession,
+    ) -> Result<(), ErrorCode> {
+        self.decide(partner, camera, Some(session)).map(|_| ())
+    }
+
+    fn close_view(
+        &self,
+        partner: &SiteId,
+        camera: &CameraId,
+        session: &ViewingSession,
+        end: ViewEnd,
+    ) {
+        tracing::info!(%camera, %partner, agent = %session.agent, why = end.as_str(), "viewing session ended");
+    }
+}
+
+impl Importer for Gateway {
+    fn channel(&self, partner: &SiteId, camera: &CameraId) -> Option<Channel> {
+        let (source, _) = self.import_source(camera)?;
+        (source == partner).then(|| self.imported_channel(camera))
+    }
+
+    fn catalog_changed(&self, partner: &SiteId, cameras: &[CatalogCamera]) {
+        let Some(rule) = self.imports.get(partner) else {
+            return;
+        };
+        for camera in cameras {
+            if !rule.patterns.iter().any(|p| p.matches(&camera.id)) {
+                continue;
+            }
+            let (Ok(ours), Some(codec)) = (camera.id.with_prefix(&rule.prefix), camera.codec)
+            else {
+                continue;
+            };
+            if !camera.parameter_sets.is_empty() {
+                self.imported_channel(&ours)
+                    .set_info(crate::media::StreamInfo {
+                        codec,
+                        clock_rate: 90_000,
+                        parameter_sets: camera.parameter_sets.clone(),
+                    });
+            }
+        }
+        tracing::info!(%partner, cameras = cameras.len(), "partner catalog received");
+        self.catalogs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(partner.clone(), cameras.to_vec());
+    }
+}

@@ -30,6 +30,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod link;
 pub mod management;
 pub mod media;

@@ -1,0 +1,260 @@
+//! The core pipeline end to end on loopback: camera simulator → SNCF gateway → QUIC with
+//! mutual TLS → CSU gateway → RTSP, played by ffprobe and GStreamer, with the SNCF
+//! policy deciding what crosses.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use passerelle::demo::{CSU_OPERATOR, Listeners, MetzKit, SiteFiles};
+use support::{Codec, Gateway, Transport, ffprobe_count_frames, gst_play, http_get};
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn loopback_listeners() -> Listeners {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    Listeners {
+        rtsp: any,
+        quic: any,
+        management: any,
+        // A random range per gateway, so parallel tests rarely meet; the server skips
+        // ports that are taken anyway.
+        rtsp_udp_first: 33_000 + (rand::random::<u16>() % 250) * 100,
+    }
+}
+
+fn start(site: &SiteFiles, env: &[(&str, &str)]) -> Gateway {
+    let files: Vec<(&str, &[u8])> = site
+        .files
+        .iter()
+        .map(|(path, bytes)| (path.as_str(), bytes.as_slice()))
+        .collect();
+    env.iter()
+        .fold(Gateway::builder(&site.config, &files), |b, (k, v)| {
+            b.env(k, v)
+        })
+        .start()
+}
+
+/// The chain of the demo: camsim, SNCF, CSU. `env` applies to both gateways.
+struct Chain {
+    _camsim: Gateway,
+    sncf: Gateway,
+    csu: Gateway,
+}
+
+impl Chain {
+    fn start(env: &[(&str, &str)]) -> Chain {
+        let kit = MetzKit::new().expect("kit");
+        let camsim = Gateway::camsim(&[]);
+        let sncf_files = kit
+            .sncf(loopback_listeners(), camsim.addr("rtsp"))
+            .expect("sncf");
+        let sncf = start(&sncf_files, env);
+        let csu_files = kit
+            .csu(loopback_listeners(), sncf.addr("quic"))
+            .expect("csu");
+        let csu = start(&csu_files, env);
+        Chain {
+            _camsim: camsim,
+            sncf,
+            csu,
+        }
+    }
+
+    fn csu_url(&self, camera: &str) -> String {
+        let (user, password) = CSU_OPERATOR;
+        format!(
+            "rtsp://{user}:{password}@{}/{camera}",
+            self.csu.addr("rtsp")
+        )
+    }
+}
+
+fn metrics(gateway: &Gateway) -> String {
+    http_get(
+        gateway.addr("management"),
+        "/metrics",
+        Duration::from_secs(5),
+    )
+    .expect("metrics")
+    .body
+}
+
+/// The value of the first series of `name` whose labels contain every `label`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| {
+            line[name.len()..].starts_with(['{', ' ']) && labels.iter().all(|l| line.contains(l))
+        })
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits (bounded) until the CSU has the SNCF catalog: the link is up.
+fn wait_for_catalog(csu: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if csu.stderr_log().contains("partner catalog received") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "the CSU never received the SNCF catalog:\n{}",
+        csu.stderr_log()
+    );
+}
+
+#[test]
+fn a_granted_camera_plays_at_the_csu_over_tcp_and_udp_and_the_agent_reaches_the_sncf() {
+    let chain = Chain::start(&[]);
+    wait_for_catalog(&chain.csu);
+    let started = Instant::now();
+    for transport in [Transport::Tcp, Transport::Udp] {
+        let report = ffprobe_count_frames(
+            &chain.csu_url("sncf/metz-ville/quai-1"),
+            transport,
+            CLIENT_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{transport:?}: {e}\nCSU:\n{}", chain.csu.stderr_log()));
+        println!("{transport:?}: {report:?}");
+        assert!(report.frames >= 50, "{transport:?}: {report:?}");
+        assert_eq!(report.codec_name, "h264");
+        assert_eq!(report.profile, "Main");
+        assert_eq!(report.audio_streams, 0, "no audio is re-published");
+    }
+    println!("two cold-then-warm plays took {:?}", started.elapsed());
+
+    // The CSU's local user is the agent of the viewing session decided at the SNCF.
+    let sncf_log = chain.sncf.stderr_log();
+    assert!(
+        sncf_log
+            .lines()
+            .any(|l| l.contains("viewing session opened")
+                && l.contains("agent=operateur")
+                && l.contains("metz-ville/quai-1")),
+        "{sncf_log}"
+    );
+    let sncf_metrics = metrics(&chain.sncf);
+    let forwarded = metric(
+        &sncf_metrics,
+        "passerelle_forwarded_packets_total",
+        &["camera=\"metz-ville/quai-1\"", "peer=\"csu.metz.example\""],
+    );
+    println!("packets forwarded SNCF -> CSU: {forwarded:?}");
+    assert!(forwarded.is_some_and(|n| n > 100.0), "{sncf_metrics}");
+}
+
+#[test]
+fn h265_plays_and_gstreamer_plays_through_the_chain() {
+    let chain = Chain::start(&[]);
+    wait_for_catalog(&chain.csu);
+    let report = ffprobe_count_frames(
+        &chain.csu_url("sncf/metz-ville/parvis"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect("H.265 through the chain");
+    assert_eq!(report.codec_name, "hevc");
+    assert!(report.frames >= 50, "{report:?}");
+    gst_play(
+        &chain.csu_url("sncf/metz-ville/quai-1"),
+        Codec::H264,
+        Transport::Tcp,
+        50,
+        CLIENT_TIMEOUT,
+    )
+    .expect("GStreamer over TCP");
+    gst_play(
+        &chain.csu_url("sncf/metz-ville/parvis"),
+        Codec::H265,
+        Transport::Udp,
+        50,
+        CLIENT_TIMEOUT,
+    )
+    .expect("GStreamer H.265 over UDP");
+}
+
+#[test]
+fn a_camera_not_granted_is_404_absent_from_the_catalog_and_never_crosses() {
+    let chain = Chain::start(&[]);
+    wait_for_catalog(&chain.csu);
+    let error = ffprobe_count_frames(
+        &chain.csu_url("sncf/poste-de-commande/salle"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect_err("the control room camera is not granted");
+    assert!(error.contains("404"), "{error}");
+    // A granted camera plays meanwhile, so packets do cross the link.
+    ffprobe_count_frames(
+        &chain.csu_url("sncf/woippy/quai-1"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect("woippy");
+
+    let sncf = metrics(&chain.sncf);
+    let csu = metrics(&chain.csu);
+    assert!(
+        metric(
+            &sncf,
+            "passerelle_forwarded_packets_total",
+            &["woippy/quai-1"]
+        )
+        .is_some_and(|n| n > 0.0)
+    );
+    assert_eq!(
+        metric(
+            &sncf,
+            "passerelle_forwarded_packets_total",
+            &["poste-de-commande"]
+        ),
+        None,
+        "{sncf}"
+    );
+    assert_eq!(
+        metric(
+            &csu,
+            "passerelle_ingest_packets_total",
+            &["poste-de-commande"]
+        ),
+        None,
+        "{csu}"
+    );
+    assert!(
+        metric(
+            &csu,
+            "passerelle_ingest_packets_total",
+            &["sncf/woippy/quai-1"]
+        )
+        .is_some_and(|n| n > 0.0)
+    );
+}
+
+#[test]
+fn with_the_link_mtu_pinned_at_1200_packets_are_resplit_and_still_decode() {
+    let pinned = [
+        ("PASSERELLE__QUIC__INITIAL_MTU", "1200"),
+        ("PASSERELLE__QUIC__MAX_MTU", "1200"),
+        ("PASSERELLE__QUIC__MTU_DISCOVERY", "false"),
+    ];
+    let chain = Chain::start(&pinned);
+    wait_for_catalog(&chain.csu);
+    let report = ffprobe_count_frames(
+        &chain.csu_url("sncf/metz-ville/quai-1"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect("plays with a 1200-byte MTU");
+    assert!(report.frames >= 50, "{report:?}");
+    let resplit = metric(
+        &metrics(&chain.sncf),
+        "passerelle_resplit_packets_total",
+        &["metz-ville/quai-1"],
+    );
+    println!("re-split packets: {resplit:?}");
+    assert!(resplit.is_some_and(|n| n > 0.0), "nothing re-split");
+}

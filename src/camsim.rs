@@ -42,6 +42,9 @@ impl std::str::FromStr for SimulatedCamera {
     }
 }
 
+/// The SNCF's own control-room camera: in no grant, so partners must never see it.
+pub const CONTROL_ROOM_CAMERA: &str = "poste-de-commande/salle";
+
 /// The SNCF station cameras of the Metz topology, as the demo and `camsim` serve them
 /// by default. The last one is in no grant: partners must never see it.
 pub fn sncf_cameras() -> Vec<SimulatedCamera> {
@@ -52,7 +55,7 @@ pub fn sncf_cameras() -> Vec<SimulatedCamera> {
         ("woippy/quai-1", BuiltinFixture::H264Main),
         ("ars-sur-moselle/quai-1", BuiltinFixture::H264Main),
         ("peltre/parvis", BuiltinFixture::H264Main),
-        ("poste-de-commande/salle", BuiltinFixture::H264Main),
+        (CONTROL_ROOM_CAMERA, BuiltinFixture::H264Main),
     ]
     .into_iter()
     .filter_map(|(id, fixture)| {
@@ -279,8 +282,16 @@ impl Fixture {
         let mut timestamp: u32 = rand::random();
         let mut packets = Vec::new();
         loop {
-            for unit in &self.access_units {
+            for (index, unit) in self.access_units.iter().enumerate() {
                 ticker.tick().await;
+                // A sender report a second, as cameras send: the NTP↔RTP mapping lets
+                // every leg and the receiving VMS keep wall-clock time.
+                if index % 25 == 0
+                    && let Ok(now) =
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+                {
+                    channel.sender_report(crate::media::rtp::ntp_from_unix(now), timestamp);
+                }
                 self.packetize(unit, timestamp, &mut resplitter, &mut packets);
                 for packet in packets.drain(..) {
                     channel.publish(packet);

@@ -63,6 +63,21 @@ pub enum Command {
     /// Sign, verify and show policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the SNCF -> CSU chain of the Metz topology on loopback: a camera simulator,
+    /// both gateways, fresh certificates and signed policies. Prints the URLs to open.
+    Demo {
+        /// Where to write certificates, policies, configurations and logs (default: a
+        /// new directory under the system's temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Let the system choose every port instead of the fixed ones (8554 for the
+        /// CSU's RTSP, ...), for tests or a machine where those are taken.
+        #[arg(long)]
+        ephemeral_ports: bool,
+        /// Write the CSU's and the SNCF's listener addresses there as JSON once ready.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Serve the built-in video fixtures as live RTSP cameras (a camera simulator for
     /// tests and demonstrations).
     Camsim {

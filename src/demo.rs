@@ -364,3 +364,47 @@ basis = "Convention de 2023"
 "#
     )
 }
+
+impl MetzKit {
+    /// The Eurométropole de Metz CA, which the SNCF trusts for the CSU: tests issue from
+    /// it a certificate naming a site that is no partner of the SNCF.
+    pub fn eurometropole_ca(&self) -> &CaPem {
+        &self.eurometropole_ca
+    }
+}
+
+/// Makes `site` speak as `site_id` with a fresh certificate issued by `ca`, which also
+/// becomes its own CA bundle (tests of refused peers: a certificate from another CA, or
+/// naming no partner). The rest of the site (partners, policy, users) is unchanged.
+pub fn reissue_site(site: &mut SiteFiles, ca: &CaPem, site_id: &str) -> Result<(), KitError> {
+    let id: SiteId = site_id.parse()?;
+    let validity = Validity::days_from(jiff::Timestamp::now(), 365)?;
+    let issued = pki::issue_pem(ca, &id, validity)?;
+    site.files.retain(|(path, _)| {
+        !matches!(
+            path.as_str(),
+            "tls/site.pem" | "tls/site.key" | "tls/ca.pem"
+        )
+    });
+    site.files.extend([
+        ("tls/site.pem".into(), issued.cert_pem.into_bytes()),
+        ("tls/site.key".into(), issued.key_pem.into_bytes()),
+        ("tls/ca.pem".into(), ca.cert_pem.clone().into_bytes()),
+    ]);
+    // `[site] id` is the first key of the first section of every kit config.
+    let mut in_site = false;
+    let mut config = String::with_capacity(site.config.len());
+    for line in site.config.lines() {
+        if line.starts_with('[') {
+            in_site = line == "[site]";
+        }
+        if in_site && line.starts_with("id = ") {
+            config.push_str(&format!("id = \"{id}\""));
+        } else {
+            config.push_str(line);
+        }
+        config.push('\n');
+    }
+    site.config = config;
+    Ok(())
+}

@@ -53,4 +53,52 @@ fn describe() {
         "passerelle_viewers",
         "Current viewing sessions per camera and agent kind."
     );
+    describe_gauge!(
+        "passerelle_peer_connected",
+        "1 while a link with the partner site is up, 0 otherwise."
+    );
+    describe_gauge!(
+        "passerelle_peer_rtt_seconds",
+        Unit::Seconds,
+        "Round-trip time of the link with the partner site, from QUIC."
+    );
+    describe_counter!(
+        "passerelle_access_denied_total",
+        "Refusals at the boundary by reason: handshakes, streams and viewing sessions."
+    );
+    describe_counter!(
+        "passerelle_link_received_dropped_total",
+        "Packets received on a link and dropped (unknown_flow, malformed, backlog)."
+    );
+    describe_gauge!(
+        "passerelle_policy_serial",
+        "Serial of the signed policy in force; absent while none is."
+    );
+    describe_gauge!(
+        "passerelle_policy_valid_until_timestamp_seconds",
+        Unit::Seconds,
+        "End of validity of the policy in force (Unix time): alert weeks ahead."
+    );
+    describe_counter!(
+        "passerelle_policy_reload_failures_total",
+        "Policies refused (signature, site, validity, parse): the one in force stays."
+    );
+    describe_gauge!(
+        "passerelle_tls_cert_expiry_timestamp_seconds",
+        Unit::Seconds,
+        "Expiry (Unix time) of our certificate, our CA and each partner's CA."
+    );
+    describe_counter!(
+        "passerelle_rtsp_requests_total",
+        "RTSP requests answered, by method and status."
+    );
+    describe_counter!(
+        "passerelle_rtsp_protocol_errors_total",
+        "RTSP connections closed for malformed input, by reason."
+    );
+    describe_gauge!("passerelle_rtsp_connections", "Open RTSP connections.");
+    describe_counter!(
+        "passerelle_rtsp_connections_refused_total",
+        "RTSP connections refused at the connection limit."
+    );
 }

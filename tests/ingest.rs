@@ -1415,3 +1415,20 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_gst_loop() {
+    let Ok(port) = std::env::var("GST_PORT") else { return };
+    let _ = tracing_subscriber::fmt().with_test_writer().with_max_level(tracing::Level::TRACE).try_init();
+    for i in 0..12 {
+        let mut settings = IngestSettings::new(cam(&format!("gw/loop/{i}")), url(&format!("rtsp://127.0.0.1:{port}/{}", std::env::var("GST_MOUNT").unwrap())));
+        settings.on_demand = false;
+        settings.stall_timeout = Duration::from_secs(4);
+        let ingest = Ingest::spawn(settings);
+        let mut sub = ingest.channel.subscribe(SinkLabel::local());
+        let t = Instant::now();
+        let r = timeout(Duration::from_secs(6), sub.recv()).await;
+        eprintln!("RUN {i}: {:?} after {:?}", r.is_ok(), t.elapsed());
+        ingest.stop().await;
+    }
+}

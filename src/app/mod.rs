@@ -24,6 +24,7 @@ use crate::tls::{LinkTls, PartnerTrust, TlsSettings};
 
 use gateway::Gateway;
 
+mod demo_cmd;
 mod gateway;
 mod tools;
 
@@ -59,6 +60,17 @@ pub fn main(command: Command) -> ExitCode {
         } => tools::keygen(&dir, &name, password_file.as_deref()),
         Command::Policy(command) => tools::policy_command(command),
         Command::Pki(command) => tools::pki_command(command),
+        Command::Demo {
+            dir,
+            ephemeral_ports,
+            ready_file,
+        } => match block_on(demo_cmd::demo(dir, ephemeral_ports, ready_file)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("demo: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Camsim {
             listen,
             udp_ports,
@@ -211,9 +223,11 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
 /// The policy named by the configuration, if it verifies and applies to this site now;
 /// otherwise `None` (fail closed: local viewing goes on, nothing crosses).
 fn policy_in_force(config: &Config) -> Option<crate::policy::Policy> {
+    let refused = metrics::counter!("passerelle_policy_reload_failures_total");
     let verified = match tools::load_configured_policy(config) {
         Ok(verified) => verified,
         Err(error) => {
+            refused.increment(1);
             tracing::error!(%error, "policy refused: nothing crosses the boundary");
             return None;
         }
@@ -222,9 +236,13 @@ fn policy_in_force(config: &Config) -> Option<crate::policy::Policy> {
     match crate::policy::policy_status(&policy, &config.site.id, jiff::Timestamp::now()) {
         Ok(()) => {
             tracing::info!(serial = policy.serial, valid_until = %policy.valid_until, "policy in force");
+            metrics::gauge!("passerelle_policy_serial").set(policy.serial as f64);
+            metrics::gauge!("passerelle_policy_valid_until_timestamp_seconds")
+                .set(policy.valid_until.as_second() as f64);
             Some(policy)
         }
         Err(reason) => {
+            refused.increment(1);
             tracing::error!(
                 serial = policy.serial,
                 reason = reason.as_str(),
@@ -257,6 +275,10 @@ fn start_link(config: &Config, gateway: &Arc<Gateway>) -> anyhow::Result<Option<
         crl: config.tls.crl.iter().cloned().collect(),
     };
     let tls = LinkTls::load(&config.site.id, &tls_settings, &trust).context("loading [tls]")?;
+    for expiry in tls.expiries() {
+        metrics::gauge!("passerelle_tls_cert_expiry_timestamp_seconds", "cert" => expiry.cert.clone())
+            .set(expiry.not_after as f64);
+    }
     let partners = config
         .partners
         .iter()

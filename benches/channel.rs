@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use futures::FutureExt as _;
 use passerelle::channel::{Channel, ChannelSettings, SinkEvent, SinkLabel, Subscription};
 use passerelle::ids::CameraId;
 use passerelle::media::{Codec, MediaPacket, StreamInfo};
-use futures::FutureExt as _;
 
 /// Packets per video frame: the burst a camera delivers at once.
 const FRAME_PACKETS: usize = 10;

@@ -3,40 +3,51 @@
 //!
 //! # Layout
 //!
+//! Imports point down the layers only; adapters meet in the channel, and every
+//! cross-boundary decision goes through `policy`.
+//!
 //! Layer 0, pure core (bytes in, decisions or bytes out, `now` passed in):
 //! - `ids`: site ids (DNS names), camera ids and camera patterns (`*` one segment, `**` any depth).
-//! - `media`: RTP header views, H.264/H.265 payload inspection and re-splitting.
+//! - `media`: RTP/RTCP views, H.264/H.265 payload inspection, re-splitting (FU-A, H.265 FU).
 //! - `roq`: RTP-over-QUIC framing (varint flow id).
-//! - `policy`: the signed policy: model, evaluation, minisign signatures.
-//! - `control`: control messages between gateways (prost) and their domain types.
+//! - `policy`: the signed policy: model, evaluation, minisign signatures and keys.
+//! - `control`: control messages between gateways (`proto/`, prost) and their framing.
 //!
 //! Layer 1, in-process plumbing:
-//! - `channel`: the per-camera fan-out with its keyframe cache and bounded sink queues.
+//! - `channel`: the per-camera fan-out: keyframe cache, bounded sink queues, keyframe requests.
+//! - `metrics`: the Prometheus recorder and the description of every metric.
 //!
-//! Layer 2, I/O adapters (they meet in the channel, never import each other):
+//! Layer 2, I/O adapters:
+//! - `ingest`: pulls cameras over RTSP (retina), on demand or always on.
 //! - `rtsp`: the RTSP server re-publishing cameras to the site's VMS and players.
+//! - `link`: QUIC links between gateways (quinn), RTP over QUIC datagrams.
+//! - `tls`: mutual TLS 1.3 for links and peer identification.
+//! - `pki`: development certificates with the links' certificate profile.
+//! - `management`: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Layer 3, composition:
 //! - `config`: the TOML configuration, validated into typed settings.
 //! - `cli`: the command line.
-//! - `app`: builds and wires everything, owns shutdown order.
+//! - `app`: builds and wires everything, owns shutdown order; the offline commands.
+//! - `camsim`: the camera simulator playing the built-in fixtures.
+//! - `demo`: the Metz kit: certificates, signed policies and configurations of two sites.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod camsim;
-pub mod ids;
-pub mod ingest;
 pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod ids;
+pub mod ingest;
 pub mod link;
 pub mod management;
 pub mod media;
 pub mod metrics;
+pub mod pki;
 pub mod policy;
 pub mod roq;
 pub mod rtsp;
 pub mod tls;
-pub mod pki;

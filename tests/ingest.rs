@@ -336,7 +336,6 @@ async fn a_camera_without_video_is_failed_and_nothing_is_set_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gstreamer_camera_with_audio_yields_video_only() {
     metrics();
-    let _ = tracing_subscriber::fmt().with_test_writer().with_max_level(tracing::Level::DEBUG).try_init();
     // Started on the test's own thread: the server dies with the thread that made it.
     let source = support::RtspSource::start();
     for (mount, codec) in [
@@ -344,12 +343,16 @@ async fn gstreamer_camera_with_audio_yields_video_only() {
         ("h265-main-audio", Codec::H265),
     ] {
         let camera = format!("gw/gst/{mount}");
-        let mut settings = IngestSettings::new(cam(&camera), url(&source.url(mount)));
+        // This GStreamer server sends nothing at all in about a third of the sessions
+        // where a client sets up the video alone (sockets idle on both ends). The stall
+        // timeout is what recovers a real camera doing that; a short one here keeps the
+        // test quick.
+        let mut settings = test_settings(&camera, &source.url(mount));
+        settings.credentials = None;
         settings.on_demand = false;
-        settings.request_timeout = Duration::from_secs(5);
         let ingest = Ingest::spawn(settings);
         let mut sub = ingest.channel.subscribe(SinkLabel::local());
-        let packets = collect_packets(&mut sub, 100, Duration::from_secs(20)).await;
+        let packets = collect_packets(&mut sub, 100, Duration::from_secs(40)).await;
         for p in &packets {
             h26x::classify(codec, &p.payload)
                 .unwrap_or_else(|e| panic!("{mount}: non-video packet forwarded? {e}"));
@@ -1413,22 +1416,5 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
     fn make_writer(&'a self) -> Captured {
         self.clone()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zz_gst_loop() {
-    let Ok(port) = std::env::var("GST_PORT") else { return };
-    let _ = tracing_subscriber::fmt().with_test_writer().with_max_level(tracing::Level::TRACE).try_init();
-    for i in 0..12 {
-        let mut settings = IngestSettings::new(cam(&format!("gw/loop/{i}")), url(&format!("rtsp://127.0.0.1:{port}/{}", std::env::var("GST_MOUNT").unwrap())));
-        settings.on_demand = false;
-        settings.stall_timeout = Duration::from_secs(4);
-        let ingest = Ingest::spawn(settings);
-        let mut sub = ingest.channel.subscribe(SinkLabel::local());
-        let t = Instant::now();
-        let r = timeout(Duration::from_secs(6), sub.recv()).await;
-        eprintln!("RUN {i}: {:?} after {:?}", r.is_ok(), t.elapsed());
-        ingest.stop().await;
     }
 }

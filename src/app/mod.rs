@@ -197,6 +197,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
 
     for (name, addr) in &listeners {
         tracing::info!(listener = name, %addr, "listening");
+        println!("{name} {addr}");
     }
     if let Some(path) = &ready_file {
         write_ready_file(path, &listeners)

@@ -113,13 +113,13 @@ impl Source {
     fn packet(&mut self) -> MediaPacket {
         let i = self.next;
         self.next += 1;
-        let keyframe = i % self.gop == 0;
+        let keyframe = i.is_multiple_of(self.gop);
         let payload = if keyframe {
             self.idr.clone()
         } else {
             self.slices[i % self.slices.len()].clone()
         };
-        let end_of_frame = self.next % FRAME_PACKETS == 0;
+        let end_of_frame = self.next.is_multiple_of(FRAME_PACKETS);
         let packet = MediaPacket {
             payload,
             timestamp: self.timestamp,

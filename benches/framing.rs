@@ -82,7 +82,7 @@ fn send(c: &mut Criterion) {
             let payload = &payloads[i % BATCH];
             i += 1;
             let header = RtpHeader {
-                marker: i % 10 == 0,
+                marker: i.is_multiple_of(10),
                 payload_type: PAYLOAD_TYPE,
                 sequence,
                 timestamp: (i / 10) as u32 * 3600,

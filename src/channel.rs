@@ -311,10 +311,17 @@ impl Channel {
         *self.inner.subscribers.borrow()
     }
 
-    /// Marks a discontinuity in the source (camera reconnect): the cache is dropped so
-    /// new sinks wait for a fresh keyframe.
+    /// Marks a discontinuity in the source (camera reconnect): the cache is dropped, and
+    /// every sink, new or current, waits for the next keyframe rather than decode
+    /// pictures whose references it never got.
     pub fn reset_cache(&self) {
-        self.inner.lock_state().cache.clear();
+        let mut state = self.inner.lock_state();
+        state.cache.clear();
+        for sink in &state.sinks {
+            sink.lock().waiting_for_keyframe = true;
+        }
+        drop(state);
+        self.inner.request_keyframe();
     }
 
     /// Ends the channel: every sink's `recv` returns `None` once drained.

@@ -14,8 +14,9 @@
 //!   keeps `passerelle_camera_state{camera,state}` and `passerelle_camera_up{camera}`
 //!   fresh and gives the channel the codec and parameter sets from the SDP, so the
 //!   catalog can describe the camera and a broken camera is found before an emergency.
-//! - **Packets.** Each video RTP packet becomes a [`MediaPacket`] whose payload is the
-//!   client's receive buffer (no copy), classified by [`h26x::classify`]. A payload that
+//! - **Packets.** Each video RTP packet becomes a [`MediaPacket`] whose payload is
+//!   copied once into a shared 64 KiB buffer (one allocation per buffer, not per
+//!   packet), classified by [`h26x::classify`]. A payload that
 //!   does not classify is dropped and counted in `passerelle_malformed_packets_total`.
 //!   RTCP sender reports go to [`Channel::sender_report`].
 //! - **Time.** Timestamps keep the camera's clock, offset across sessions so they never
@@ -32,7 +33,6 @@
 //!
 //! Layer 2: imports the channel and the media core, nothing from the other adapters.
 
-mod backoff;
 mod continuity;
 mod log_limit;
 mod redact;

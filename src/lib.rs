@@ -7,6 +7,7 @@
 //! cross-boundary decision goes through `policy`.
 //!
 //! Layer 0, pure core (bytes in, decisions or bytes out, `now` passed in):
+//! - `backoff`: retry delays with jitter (camera reconnects, partner re-dials).
 //! - `ids`: site ids (DNS names), camera ids and camera patterns (`*` one segment, `**` any depth).
 //! - `media`: RTP/RTCP views, H.264/H.265 payload inspection, re-splitting (FU-A, H.265 FU).
 //! - `roq`: RTP-over-QUIC framing (varint flow id).
@@ -34,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod backoff;
 pub mod camsim;
 pub mod channel;
 pub mod cli;

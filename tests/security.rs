@@ -46,17 +46,20 @@ fn a_peer_certified_by_an_unrelated_ca_is_refused_at_the_handshake() {
     let refused = wait_for_log_line(&sncf, "SNCF", |l| {
         l.contains("inbound QUIC handshake failed")
     });
-    let dial_failed = wait_for_log_line(&csu, "CSU", |l| l.contains("dialling partner failed"));
-    // The SNCF refused the CSU's certificate in the handshake: a TLS alert for an
-    // unknown issuer, which the CSU receives.
+    // The SNCF refused the CSU's certificate in the TLS handshake (unknown issuer).
     assert!(refused.contains("UnknownIssuer"), "{refused}");
-    assert!(dial_failed.contains("UnknownCA"), "{dial_failed}");
+    assert!(
+        refused.contains(&format!("remote={}", csu.addr("quic"))),
+        "{refused}"
+    );
+    // The CSU only sees its dial fail: its log says "connection lost", not why.
+    let dial_failed = wait_for_log_line(&csu, "CSU", |l| l.contains("dialling partner failed"));
     assert_no_link(&sncf, CSU);
     assert_no_link(&csu, SNCF);
 
     let sncf_metrics = metrics(&sncf);
-    // Refused in the TLS handshake itself, before `identify_peer`: the product logs it
-    // but does not count it in `passerelle_access_denied_total` (see the report).
+    // Refused in the TLS handshake itself, before `identify_peer`: logged, but not
+    // counted in `passerelle_access_denied_total` (printed, not asserted, until it is).
     let denied = metric(&sncf_metrics, "passerelle_access_denied_total", &[]);
     assert_nothing_crosses(&sncf, &csu);
     println!(
@@ -102,11 +105,10 @@ fn a_peer_from_the_right_ca_naming_no_partner_is_refused_before_any_control_mess
         "passerelle_access_denied_total",
         &[&label("peer", "unknown"), &label("reason", "unknown_peer")],
     );
-    // Before any control message: the SNCF closed with the unknown_peer code, so the
-    // intruder never got the SNCF's Hello, and no link came up on either side.
+    // Before any control message: a dialler logs "link up" as soon as it has the other
+    // side's Hello, and the intruder never does; it only sees its dial fail.
     let dial_failed =
         wait_for_log_line(&intrus, "intrus", |l| l.contains("dialling partner failed"));
-    assert!(dial_failed.contains("unknown_peer"), "{dial_failed}");
     assert_no_link(&sncf, INTRUS);
     assert_no_link(&intrus, SNCF);
     assert!(
@@ -159,7 +161,6 @@ fn a_partners_name_certified_by_another_partners_ca_is_refused_as_wrong_ca() {
         &[&label("peer", CSU), &label("reason", "wrong_ca")],
     );
     let dial_failed = wait_for_log_line(&csu, "CSU", |l| l.contains("dialling partner failed"));
-    assert!(dial_failed.contains("wrong_ca"), "{dial_failed}");
     assert_no_link(&sncf, CSU);
     assert_no_link(&csu, SNCF);
     assert_nothing_crosses(&sncf, &csu);
@@ -173,6 +174,7 @@ fn a_partners_name_certified_by_another_partners_ca_is_refused_as_wrong_ca() {
     let catalog = wait_for_log_line(&genuine, "genuine CSU", |l| {
         l.contains("partner catalog received")
     });
+    assert!(catalog.contains("cameras=6"), "{catalog}");
     println!(
         "REFUSED {CSU} certified by the CCOR's CA (SNCF partners: CSU with the \
          Eurométropole CA, CCOR with its own)\n  SNCF log: {refused}\n  CSU log: \
@@ -248,14 +250,32 @@ fn fail_closed(spoil: impl FnOnce(&MetzKit, &mut SiteFiles)) -> String {
         "{}",
         sncf.stderr_log()
     );
+    // Counted, and no serial exported: no policy is in force.
+    let sncf_metrics = metrics(&sncf);
+    let failures = metric(
+        &sncf_metrics,
+        "passerelle_policy_reload_failures_total",
+        &[],
+    );
+    assert!(failures.is_some_and(|n| n >= 1.0), "{sncf_metrics}");
+    assert_eq!(
+        metric(&sncf_metrics, "passerelle_policy_serial", &[]),
+        None,
+        "{sncf_metrics}"
+    );
 
     let csu = start(
         &kit.csu(loopback_listeners(), sncf.addr("quic"))
             .expect("csu"),
     );
-    // The link itself is allowed (the certificates are right) but the catalog is empty.
-    let catalog = wait_for_log_line(&csu, "CSU", |l| l.contains("partner catalog received"));
-    assert!(catalog.contains("cameras=0"), "{catalog}");
+    // The certificates are right, so the link may come up (it does today), but then with
+    // an empty catalog; a gateway refusing links without a policy would be fine too.
+    let catalog = wait_for_log_line(&csu, "CSU", |l| {
+        l.contains("partner catalog received") || l.contains("dialling partner failed")
+    });
+    if catalog.contains("partner catalog received") {
+        assert!(catalog.contains("cameras=0"), "{catalog}");
+    }
 
     // Local viewing goes on at the SNCF: its own agent plays a station camera.
     let (user, password) = SNCF_AGENT;
@@ -286,7 +306,8 @@ fn fail_closed(spoil: impl FnOnce(&MetzKit, &mut SiteFiles)) -> String {
         &[&label("peer", SNCF)],
     );
     format!(
-        "  SNCF log: {refused}\n  CSU log: {catalog}\n  CSU \
+        "  SNCF log: {refused}\n  SNCF passerelle_policy_reload_failures_total = \
+         {failures:?}, passerelle_policy_serial absent\n  CSU log: {catalog}\n  CSU \
          passerelle_peer_connected{{peer=\"{SNCF}\"}} = {connected:?} (the link may be up)\n  \
          SNCF local agent played metz-ville/quai-1: {} frames, SNCF \
          passerelle_forwarded_packets_total{{peer=\"local\"}} = {local_forwarded:?}\n  CSU \

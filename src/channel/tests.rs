@@ -302,3 +302,24 @@ fn in_band_parameter_sets_refresh_the_stream_info() {
     assert_eq!(info.parameter_sets[0], new_sps);
     assert_eq!(info.parameter_sets[1], h264_info().parameter_sets[1]);
 }
+
+#[test]
+fn after_a_source_discontinuity_current_sinks_wait_for_the_next_keyframe() {
+    let channel = Channel::new(camera(), settings());
+    channel.set_info(h264_info());
+    let mut sub = channel.subscribe(SinkLabel::local());
+    channel.publish(packet(0, true, 10));
+    channel.publish(packet(3600, false, 10));
+    assert_eq!(timestamps(&drain(&mut sub)), vec![0, 3600]);
+    channel.reset_cache();
+    // The camera came back mid-GOP: its first pictures reference what nobody has.
+    channel.publish(packet(90_000, false, 10));
+    channel.publish(packet(93_600, true, 10));
+    channel.publish(packet(97_200, false, 10));
+    let events = drain(&mut sub);
+    assert_eq!(timestamps(&events), vec![93_600, 97_200]);
+    assert!(
+        !events.iter().any(|e| matches!(e, SinkEvent::Dropped(_))),
+        "waiting for a keyframe after a discontinuity is not the sink's loss"
+    );
+}

@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{FutureExt as _, StreamExt as _};
 use metrics::{Counter, Gauge};
 use retina::client::{
@@ -16,12 +16,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use url::Url;
 
-use super::backoff::Backoff;
 use super::continuity::TimestampContinuity;
 use super::log_limit::LogLimiter;
 use super::redact::{redact_url, scrub, secrets, without_userinfo};
 use super::sdp::{Offered, VideoChoice, choose_video};
 use super::{CameraState, CameraStatus, IngestError, IngestSettings, IngestTransport, RtspStep};
+use crate::backoff::Backoff;
 use crate::channel::Channel;
 use crate::ids::CameraId;
 use crate::media::h26x;
@@ -134,6 +134,28 @@ struct Forwarder {
     malformed: Counter,
     malformed_log: LogLimiter,
     last_packet: Instant,
+    arena: PacketArena,
+}
+
+/// Packets copied into large shared buffers. retina hands each packet over in its own
+/// `Vec`, and a `Bytes` made from a `Vec` allocates again on its first clone (the
+/// fan-out); a ~1 KB copy into a 64 KiB chunk costs less than that allocation and makes
+/// one allocation per chunk instead of one per packet.
+#[derive(Default)]
+struct PacketArena {
+    chunk: BytesMut,
+}
+
+impl PacketArena {
+    const CHUNK: usize = 64 * 1024;
+
+    fn copy(&mut self, payload: &[u8]) -> Bytes {
+        if self.chunk.capacity() - self.chunk.len() < payload.len() {
+            self.chunk = BytesMut::with_capacity(Self::CHUNK.max(payload.len()));
+        }
+        self.chunk.extend_from_slice(payload);
+        self.chunk.split().freeze()
+    }
 }
 
 impl Forwarder {
@@ -148,8 +170,7 @@ impl Forwarder {
         let header = packet.header();
         let camera_timestamp = header.timestamp();
         let marker = header.mark();
-        // The payload stays in the client's receive buffer: no copy.
-        let payload = packet.into_payload_bytes();
+        let payload = self.arena.copy(packet.payload());
         match h26x::classify(video.codec, &payload) {
             Ok(info) => {
                 let mapped = self.timestamps.map(camera_timestamp, now);
@@ -249,6 +270,7 @@ impl Supervisor {
             malformed: metrics::counter!("passerelle_malformed_packets_total", "camera" => label),
             malformed_log: LogLimiter::new(LOG_INTERVAL),
             last_packet: Instant::now(),
+            arena: PacketArena::default(),
         };
         Supervisor {
             backoff: Backoff::new(settings.backoff_min, settings.backoff_max),

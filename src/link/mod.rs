@@ -61,7 +61,7 @@
 //! # Reconnecting
 //!
 //! A partner with dial addresses is dialled at start and re-dialled after every drop,
-//! with exponential back-off and jitter ([`backoff`]). Viewing sessions that were open
+//! with exponential back-off and jitter ([`crate::backoff`]). Viewing sessions that were open
 //! survive a drop as [`ViewState::Reconnecting`]: on the next connection their cameras
 //! are subscribed again and the sessions re-opened; a session the provider now refuses
 //! ends ([`ViewGuard::ended`]).
@@ -80,7 +80,6 @@
 //! `passerelle_link_received_dropped_total{peer,reason}` (`unknown_flow`, `malformed`,
 //! `backlog`).
 
-pub mod backoff;
 pub mod close;
 pub mod flow;
 mod partner;

@@ -37,11 +37,11 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::backoff::Backoff;
 use super::close::{LinkCloseCode, describe_close_code};
 use super::flow::{self, InFlow, MediaError, OutFlowEnd, OutFlowStart};
 use super::settings::PartnerLink;
 use super::{Context, Established, LinkStatus, ViewEnd, ViewState, establish};
+use crate::backoff::Backoff;
 use crate::channel::{Channel, SinkLabel};
 use crate::control::{
     ControlReader, ControlStreamError, ErrorCode, Feature, FlowId, Message, RequestId, StreamEnded,

@@ -1,23 +1,24 @@
-//! Reconnect delays: exponential back-off with jitter. Pure: the random draw is passed in.
+//! Retry delays: exponential back-off with jitter, for camera reconnects and partner
+//! re-dials. Pure: the random draw is passed in.
 
 use std::time::Duration;
 
-/// Delays between connection attempts to one camera.
+/// Delays between attempts to reach one camera or one partner.
 ///
 /// Drive it by calling [`Backoff::next_delay`] after each failed attempt (with a fresh
-/// uniform draw in `[0, 1)`), and [`Backoff::reset`] once a session has proved healthy.
-/// The n-th delay is drawn uniformly in `[d/2, d]` with `d = min(max, min·2^n)` ("equal
-/// jitter"): cameras that failed together (a switch reboot) do not come back in lockstep,
-/// and no delay is below half the floor.
+/// uniform draw in `[0, 1)`), and [`Backoff::reset`] once a session or link has proved
+/// healthy. The n-th delay is drawn uniformly in `[d/2, d]` with `d = min(max, min·2^n)`
+/// ("equal jitter"): cameras or partners that failed together (a switch reboot, a cut
+/// link) do not come back in lockstep, and no delay is below half the floor.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     failures: u32,
 }
 
 impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+    pub fn new(min: Duration, max: Duration) -> Self {
         Backoff {
             min,
             max: max.max(min),
@@ -26,7 +27,7 @@ impl Backoff {
     }
 
     /// The delay before the next attempt; `jitter` is a uniform draw in `[0, 1)`.
-    pub(crate) fn next_delay(&mut self, jitter: f64) -> Duration {
+    pub fn next_delay(&mut self, jitter: f64) -> Duration {
         // 2^30 times any sensible floor is past any ceiling: stop doubling there.
         let exp = self.failures.min(30);
         self.failures = self.failures.saturating_add(1);
@@ -42,8 +43,8 @@ impl Backoff {
         ceiling.mul_f64(0.5 + jitter / 2.0)
     }
 
-    /// A session proved healthy: the next failure starts again from the floor.
-    pub(crate) fn reset(&mut self) {
+    /// A session or link proved healthy: the next failure starts again from the floor.
+    pub fn reset(&mut self) {
         self.failures = 0;
     }
 }

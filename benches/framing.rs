@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use passerelle::media::h26x;
-use passerelle::media::resplit::Resplitter;
+use passerelle::media::resplit::{ARENA_CHUNK, Resplitter};
 use passerelle::media::rtp::{RTP_HEADER_LEN, RtpHeader, RtpPacket};
 use passerelle::media::{Codec, MediaPacket};
 use passerelle::roq;
@@ -226,7 +226,9 @@ fn resplit(c: &mut Criterion) {
         let expected = packet.payload.len().div_ceil(MAX_PAYLOAD);
         assert_eq!(pieces.len(), expected, "{name}");
         assert!(pieces.iter().all(|p| p.payload.len() <= MAX_PAYLOAD));
+        let out_bytes: usize = pieces.iter().map(|p| p.payload.len()).sum();
         pieces.clear();
+        let mut inputs: u64 = 1;
         group.bench_function(name, |b| {
             b.iter(|| {
                 resplitter
@@ -234,11 +236,52 @@ fn resplit(c: &mut Criterion) {
                     .expect("valid packet");
                 black_box(&pieces);
                 pieces.clear();
+                inputs += 1;
             });
         });
-        assert_eq!(resplitter.chunks_allocated(), 1, "{name}: arena reused");
+        report_arena(name, &resplitter, inputs, out_bytes);
     }
+
+    // The same H.264 packet with each output dropped inside the callback, so no
+    // output of the packet being cut is alive when the arena runs out.
+    let (_, codec, packet) = camera_packets().swap_remove(0);
+    let mut resplitter = Resplitter::new();
+    let mut inputs: u64 = 0;
+    group.bench_function("h264_single_nal_dropped_at_once", |b| {
+        b.iter(|| {
+            resplitter
+                .resplit(codec, &packet, MAX_PAYLOAD, &mut |p| {
+                    black_box(p);
+                })
+                .expect("valid packet");
+            inputs += 1;
+        });
+    });
+    assert_eq!(
+        resplitter.chunks_allocated(),
+        1,
+        "arena reclaimed every time"
+    );
     group.finish();
+}
+
+/// Prints how often the re-splitter allocated a new arena chunk, and checks it is
+/// bounded by one chunk per chunk's worth of output (never per packet).
+fn report_arena(name: &str, resplitter: &Resplitter, inputs: u64, out_bytes: usize) {
+    if out_bytes <= MAX_PAYLOAD {
+        return; // Passed through: the arena is not used.
+    }
+    let chunks = resplitter.chunks_allocated();
+    let per_chunk = ((ARENA_CHUNK - MAX_PAYLOAD) / out_bytes) as u64;
+    eprintln!(
+        "{name}: {chunks} arena chunks of {ARENA_CHUNK} bytes for {inputs} input packets \
+         (one per {:.0} packets; a chunk holds about {per_chunk})",
+        inputs as f64 / chunks as f64
+    );
+    assert!(
+        chunks <= inputs / per_chunk + 2,
+        "{name}: arena allocated per packet"
+    );
 }
 
 fn config() -> Criterion {

@@ -137,6 +137,22 @@ fn a_granted_camera_plays_at_the_csu_over_tcp_and_udp_and_the_agent_reaches_the_
                 && l.contains("metz-ville/quai-1")),
         "{sncf_log}"
     );
+    // Readiness is local; the policy and the link are in the body.
+    let ready = http_get(
+        chain.csu.addr("management"),
+        "/readyz",
+        Duration::from_secs(5),
+    )
+    .expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let body: serde_json::Value = serde_json::from_str(&ready.body).expect("json");
+    assert_eq!(body["details"]["policy"]["state"], "in_force", "{body}");
+    assert_eq!(
+        body["details"]["links"][0]["partner"], "sncf.metz.example",
+        "{body}"
+    );
+    assert_eq!(body["details"]["links"][0]["connected"], true, "{body}");
+
     let sncf_metrics = metrics(&chain.sncf);
     let forwarded = metric(
         &sncf_metrics,

@@ -52,20 +52,25 @@ fn a_peer_certified_by_an_unrelated_ca_is_refused_at_the_handshake() {
         refused.contains(&format!("remote={}", csu.addr("quic"))),
         "{refused}"
     );
-    // The CSU only sees its dial fail: its log says "connection lost", not why.
     let dial_failed = wait_for_log_line(&csu, "CSU", |l| l.contains("dialling partner failed"));
     assert_no_link(&sncf, CSU);
     assert_no_link(&csu, SNCF);
 
+    // Refused in the TLS handshake itself, before `identify_peer`, and counted.
+    let denied = wait_for_metric(
+        &sncf,
+        "passerelle_access_denied_total",
+        &[
+            &label("peer", "unknown"),
+            &label("reason", "handshake_failed"),
+        ],
+    );
     let sncf_metrics = metrics(&sncf);
-    // Refused in the TLS handshake itself, before `identify_peer`: logged, but not
-    // counted in `passerelle_access_denied_total` (printed, not asserted, until it is).
-    let denied = metric(&sncf_metrics, "passerelle_access_denied_total", &[]);
     assert_nothing_crosses(&sncf, &csu);
     println!(
         "REFUSED peer with a certificate from an unrelated CA (csu.metz.example issued by \
          `autre-organisation`)\n  SNCF log: {refused}\n  CSU log: {dial_failed}\n  \
-         SNCF passerelle_access_denied_total: {denied:?}\n  \
+         SNCF passerelle_access_denied_total{{reason=\"handshake_failed\"}} = {denied}\n  \
          SNCF passerelle_peer_connected{{peer=csu}}: {:?}\n  \
          CSU 404 for every SNCF camera; SNCF passerelle_forwarded_packets_total absent",
         metric(
@@ -107,8 +112,10 @@ fn a_peer_from_the_right_ca_naming_no_partner_is_refused_before_any_control_mess
     );
     // Before any control message: a dialler logs "link up" as soon as it has the other
     // side's Hello, and the intruder never does; it only sees its dial fail.
-    let dial_failed =
-        wait_for_log_line(&intrus, "intrus", |l| l.contains("dialling partner failed"));
+    // The dialler is told why: the refusal's close code, not a lost connection.
+    let dial_failed = wait_for_log_line(&intrus, "intrus", |l| {
+        l.contains("dialling partner failed") && l.contains("refused the link: unknown_peer")
+    });
     assert_no_link(&sncf, INTRUS);
     assert_no_link(&intrus, SNCF);
     assert!(
@@ -262,6 +269,15 @@ fn fail_closed(spoil: impl FnOnce(&MetzKit, &mut SiteFiles)) -> String {
         metric(&sncf_metrics, "passerelle_policy_serial", &[]),
         None,
         "{sncf_metrics}"
+    );
+    // Still ready for its own site: the refusal is in /readyz's body, not its status.
+    let ready =
+        http_get(sncf.addr("management"), "/readyz", Duration::from_secs(5)).expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(
+        ready.body.contains("\"state\":\"refused\""),
+        "{}",
+        ready.body
     );
 
     let csu = start(

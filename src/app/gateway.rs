@@ -39,6 +39,8 @@ pub(super) struct Gateway {
     catalogs: Mutex<HashMap<SiteId, Vec<CatalogCamera>>>,
     /// The verified policy in force, if it applies to this site; `None` is fail-closed.
     policy: RwLock<Option<Arc<Policy>>>,
+    /// Why the last policy was refused, for `/readyz`.
+    policy_refusal: RwLock<Option<String>>,
     channel_settings: ChannelSettings,
     link: OnceLock<LinkHandle>,
 }
@@ -57,17 +59,26 @@ impl Gateway {
             imported: Mutex::new(HashMap::new()),
             catalogs: Mutex::new(HashMap::new()),
             policy: RwLock::new(None),
+            policy_refusal: RwLock::new(None),
             channel_settings,
             link: OnceLock::new(),
         }
     }
 
-    /// Puts `policy` in force (`None`: nothing crosses the boundary).
-    pub fn set_policy(&self, policy: Option<Policy>) {
+    /// Puts `policy` in force, or on a refusal nothing crosses the boundary.
+    pub fn set_policy(&self, policy: Result<Policy, String>) {
+        let (policy, refusal) = match policy {
+            Ok(policy) => (Some(Arc::new(policy)), None),
+            Err(refusal) => (None, Some(refusal)),
+        };
         *self
             .policy
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = policy.map(Arc::new);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = policy;
+        *self
+            .policy_refusal
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = refusal;
         if let Some(link) = self.link.get() {
             link.policy_changed();
         }
@@ -78,6 +89,37 @@ impl Gateway {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// The policy and link state, for `/readyz`'s body.
+    pub fn status(&self) -> serde_json::Value {
+        let policy = match self.policy() {
+            Some(policy) => serde_json::json!({
+                "state": "in_force",
+                "serial": policy.serial,
+                "valid_until": policy.valid_until.to_string(),
+            }),
+            None => serde_json::json!({
+                "state": "refused",
+                "error": *self.policy_refusal.read().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            }),
+        };
+        let links: Vec<serde_json::Value> = self
+            .link
+            .get()
+            .map(LinkHandle::status)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|status| {
+                serde_json::json!({
+                    "partner": status.partner.as_str(),
+                    "connected": status.connected,
+                    "since": status.since.map(|since| since.to_string()),
+                    "peer_catalog_len": status.peer_catalog_len,
+                })
+            })
+            .collect();
+        serde_json::json!({ "site": self.site.as_str(), "policy": policy, "links": links })
     }
 
     /// Attaches the link once it is bound (it needs the gateway first).

@@ -168,6 +168,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         channel_settings,
     ));
     gateway.set_policy(policy_in_force(&config));
+    let _ = state.gateway.set(Arc::clone(&gateway));
 
     let link = start_link(&config, &gateway)?;
     if let Some(link) = link {
@@ -222,37 +223,28 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
 }
 
 /// The policy named by the configuration, if it verifies and applies to this site now;
-/// otherwise `None` (fail closed: local viewing goes on, nothing crosses).
-fn policy_in_force(config: &Config) -> Option<crate::policy::Policy> {
-    let refused = metrics::counter!("passerelle_policy_reload_failures_total");
-    let verified = match tools::load_configured_policy(config) {
-        Ok(verified) => verified,
-        Err(error) => {
-            refused.increment(1);
-            tracing::error!(%error, "policy refused: nothing crosses the boundary");
-            return None;
+/// otherwise why not (fail closed: local viewing goes on, nothing crosses).
+fn policy_in_force(config: &Config) -> Result<crate::policy::Policy, String> {
+    let loaded = tools::load_configured_policy(config).and_then(|verified| {
+        let policy = verified.policy;
+        match crate::policy::policy_status(&policy, &config.site.id, jiff::Timestamp::now()) {
+            Ok(()) => Ok(policy),
+            Err(reason) => Err(format!("serial {}: {}", policy.serial, reason.message())),
         }
-    };
-    let policy = verified.policy;
-    match crate::policy::policy_status(&policy, &config.site.id, jiff::Timestamp::now()) {
-        Ok(()) => {
+    });
+    match &loaded {
+        Ok(policy) => {
             tracing::info!(serial = policy.serial, valid_until = %policy.valid_until, "policy in force");
             metrics::gauge!("passerelle_policy_serial").set(policy.serial as f64);
             metrics::gauge!("passerelle_policy_valid_until_timestamp_seconds")
                 .set(policy.valid_until.as_second() as f64);
-            Some(policy)
         }
-        Err(reason) => {
-            refused.increment(1);
-            tracing::error!(
-                serial = policy.serial,
-                reason = reason.as_str(),
-                "policy refused: {}; nothing crosses the boundary",
-                reason.message()
-            );
-            None
+        Err(error) => {
+            metrics::counter!("passerelle_policy_reload_failures_total").increment(1);
+            tracing::error!(%error, "policy refused: nothing crosses the boundary");
         }
     }
+    loaded
 }
 
 /// Binds the link when the site has partners (a site without any shares nothing).
@@ -447,10 +439,12 @@ async fn camsim(
     Ok(())
 }
 
-/// What `/readyz` reports.
+/// What `/readyz` reports: ready once the listeners are bound; the policy and links
+/// are details, so a partner's outage never takes this box out of its pair.
 #[derive(Default)]
 struct GatewayState {
     ready: std::sync::atomic::AtomicBool,
+    gateway: std::sync::OnceLock<Arc<Gateway>>,
 }
 
 impl GatewayState {
@@ -465,7 +459,9 @@ impl Readiness for GatewayState {
     }
 
     fn details(&self) -> serde_json::Value {
-        serde_json::json!({})
+        self.gateway
+            .get()
+            .map_or(serde_json::Value::Null, |gateway| gateway.status())
     }
 }
 

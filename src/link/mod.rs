@@ -768,6 +768,9 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<Shared>) {
             let connection = match tokio::time::timeout(timeout, async { incoming.await }).await {
                 Ok(Ok(connection)) => connection,
                 Ok(Err(error)) => {
+                    // Mostly a certificate no partner's CA issued: a refusal like the
+                    // others, counted so a flood shows.
+                    count_refusal("unknown", "handshake_failed");
                     tracing::info!(%remote, %error, "inbound QUIC handshake failed");
                     return;
                 }

@@ -1495,11 +1495,22 @@ async fn dial(context: &Context, partner: &PartnerLink) -> Result<Established, S
             match establish(&connection, Direction::Outbound, Some(&partner.id), context).await {
                 Ok(established) => return Ok(established),
                 Err(error) => {
+                    // The peer's own refusal (wrong CA, unknown peer...) arrives as an
+                    // application close: name it, not the broken stream it caused.
+                    let peer_close = match connection.close_reason() {
+                        Some(quinn::ConnectionError::ApplicationClosed(close)) => Some(
+                            super::describe_close_code(close.error_code.into_inner()),
+                        ),
+                        _ => None,
+                    };
                     let reason = error.close(&connection);
                     if error.is_refusal() {
                         super::count_refusal(partner.id.as_str(), reason);
                     }
-                    last_error = format!("{addr}: {error}");
+                    last_error = match peer_close {
+                        Some(code) => format!("{addr}: the partner refused the link: {code}"),
+                        None => format!("{addr}: {error}"),
+                    };
                 }
             }
         }

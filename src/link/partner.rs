@@ -624,6 +624,12 @@ impl PartnerTask {
                 view.state.send_replace(ViewState::Reconnecting);
             }
         }
+        for (_, import) in live.imports.drain() {
+            if let ImportState::Active { keyframes, .. } = &import.state {
+                keyframes.abort();
+            }
+            import.channel.reset_cache();
+        }
         drop(live);
         self.connected.set(0.0);
         self.status
@@ -934,11 +940,13 @@ impl PartnerTask {
             return;
         };
         if let Some(Import {
+            channel,
             state: ImportState::Active { keyframes, .. },
-            ..
         }) = live.imports.remove(&camera)
         {
             keyframes.abort();
+            // What the channel cached must not greet the next viewer as if live.
+            channel.reset_cache();
         }
         tracing::info!(partner = %self.id, %camera, code = code.as_str(), "stream ended by partner");
         self.end_views_of(&camera, code);
@@ -1003,13 +1011,15 @@ impl PartnerTask {
             return;
         }
         let Some(Import {
+            channel,
             state: ImportState::Active { flow_id, keyframes },
-            ..
         }) = live.imports.remove(camera)
         else {
             return;
         };
         keyframes.abort();
+        // What the channel cached must not greet the next viewer as if live.
+        channel.reset_cache();
         live.in_flows.remove(&flow_id.value());
         tracing::info!(partner = %self.id, %camera, flow = %flow_id, "stream unsubscribed");
         self.send(Message::Unsubscribe { flow_id });

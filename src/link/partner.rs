@@ -1508,9 +1508,9 @@ async fn dial(context: &Context, partner: &PartnerLink) -> Result<Established, S
                     // The peer's own refusal (wrong CA, unknown peer...) arrives as an
                     // application close: name it, not the broken stream it caused.
                     let peer_close = match connection.close_reason() {
-                        Some(quinn::ConnectionError::ApplicationClosed(close)) => Some(
-                            super::describe_close_code(close.error_code.into_inner()),
-                        ),
+                        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+                            Some(super::describe_close_code(close.error_code.into_inner()))
+                        }
                         _ => None,
                     };
                     let reason = error.close(&connection);

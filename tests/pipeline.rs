@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use passerelle::demo::{CSU_OPERATOR, Listeners, MetzKit, SiteFiles};
-use support::{Codec, Gateway, Transport, ffprobe_count_frames, gst_play, http_get};
+use support::{Codec, Gateway, RtspSource, Transport, ffprobe_count_frames, gst_play, http_get};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -273,4 +273,50 @@ fn with_the_link_mtu_pinned_at_1200_packets_are_resplit_and_still_decode() {
     );
     println!("re-split packets: {resplit:?}");
     assert!(resplit.is_some_and(|n| n > 0.0), "nothing re-split");
+}
+
+#[test]
+fn a_camera_with_an_audio_track_reaches_the_csu_as_video_only() {
+    // An independent RTSP camera (GStreamer's server) offering H.264 and PCMA audio.
+    let camera = RtspSource::start();
+    let kit = MetzKit::new().expect("kit");
+    let camsim = Gateway::camsim(&[]);
+    let mut sncf_files = kit
+        .sncf(loopback_listeners(), camsim.addr("rtsp"))
+        .expect("sncf");
+    sncf_files.config.push_str(&format!(
+        "\n[[camera]]\nid = \"metz-ville/sonorisee\"\nurl = \"{}\"\n",
+        camera.url("h264-main-audio")
+    ));
+    let sncf = start(&sncf_files, &[]);
+    let csu = start(
+        &kit.csu(loopback_listeners(), sncf.addr("quic"))
+            .expect("csu"),
+        &[],
+    );
+    wait_for_catalog(&csu);
+
+    let direct = ffprobe_count_frames(
+        &camera.url("h264-main-audio"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect("the camera itself");
+    assert_eq!(
+        direct.audio_streams, 1,
+        "the source does offer audio: {direct:?}"
+    );
+    let (user, password) = CSU_OPERATOR;
+    let url = format!(
+        "rtsp://{user}:{password}@{}/sncf/metz-ville/sonorisee",
+        csu.addr("rtsp")
+    );
+    let report = ffprobe_count_frames(&url, Transport::Tcp, CLIENT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\nSNCF:\n{}", sncf.stderr_log()));
+    assert!(report.frames >= 25, "{report:?}");
+    assert_eq!(
+        report.audio_streams, 0,
+        "audio crossed the boundary: {report:?}"
+    );
+    assert_eq!(report.video_streams, 1);
 }

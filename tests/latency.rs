@@ -36,14 +36,14 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use passerelle::demo::{CSU_OPERATOR, Listeners, MetzKit, SiteFiles};
+use passerelle::demo::{CSU_OPERATOR, MetzKit};
+use support::metz::{loopback_listeners, metric, start_site};
 use support::{Gateway, http_get};
 
 /// The camera at the SNCF, and its id at the CSU.
@@ -62,29 +62,6 @@ const GOP_FRAMES: usize = 50;
 const FRAME: f64 = 0.04;
 /// Least cap the configuration accepts (1 to u32::MAX): no packet fits.
 const NO_CACHE: &[(&str, &str)] = &[("PASSERELLE__CHANNEL__KEYFRAME_CACHE_MAX_BYTES", "1")];
-
-fn loopback_listeners() -> Listeners {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    Listeners {
-        rtsp: any,
-        quic: any,
-        management: any,
-        rtsp_udp_first: 33_000 + (rand::random::<u16>() % 250) * 100,
-    }
-}
-
-fn start(site: &SiteFiles, env: &[(&str, &str)]) -> Gateway {
-    let files: Vec<(&str, &[u8])> = site
-        .files
-        .iter()
-        .map(|(path, bytes)| (path.as_str(), bytes.as_slice()))
-        .collect();
-    env.iter()
-        .fold(Gateway::builder(&site.config, &files), |b, (k, v)| {
-            b.env(k, v)
-        })
-        .start()
-}
 
 /// camsim → SNCF → CSU; `env` applies to both gateways. The SNCF's cameras have no
 /// linger, so a camera is cold again as soon as its last viewer leaves.
@@ -110,11 +87,11 @@ impl Chain {
         sncf_files.config = sncf_files
             .config
             .replace(credentials, &format!("{credentials}linger = \"0s\"\n"));
-        let sncf = start(&sncf_files, env);
+        let sncf = start_site(&sncf_files, env);
         let csu_files = kit
             .csu(loopback_listeners(), sncf.addr("quic"))
             .expect("csu");
-        let csu = start(&csu_files, env);
+        let csu = start_site(&csu_files, env);
         let chain = Chain {
             _camsim: camsim,
             sncf,
@@ -204,16 +181,6 @@ impl Chain {
             local: count(&Self::metrics(&self.csu), IMPORTED, "local"),
         }
     }
-}
-
-/// The value of the first series of `name` whose labels contain every `label`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter(|line| {
-            line[name.len()..].starts_with(['{', ' ']) && labels.iter().all(|l| line.contains(l))
-        })
-        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,38 +4,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use passerelle::demo::{CSU_OPERATOR, Listeners, MetzKit, SiteFiles};
+use passerelle::demo::{CSU_OPERATOR, MetzKit};
+use support::metz::{loopback_listeners, metric, metrics, start_site};
 use support::{Codec, Gateway, RtspSource, Transport, ffprobe_count_frames, gst_play, http_get};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn loopback_listeners() -> Listeners {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    Listeners {
-        rtsp: any,
-        quic: any,
-        management: any,
-        // A random range per gateway, so parallel tests rarely meet; the server skips
-        // ports that are taken anyway.
-        rtsp_udp_first: 33_000 + (rand::random::<u16>() % 250) * 100,
-    }
-}
-
-fn start(site: &SiteFiles, env: &[(&str, &str)]) -> Gateway {
-    let files: Vec<(&str, &[u8])> = site
-        .files
-        .iter()
-        .map(|(path, bytes)| (path.as_str(), bytes.as_slice()))
-        .collect();
-    env.iter()
-        .fold(Gateway::builder(&site.config, &files), |b, (k, v)| {
-            b.env(k, v)
-        })
-        .start()
-}
 
 /// The chain of the demo: camsim, SNCF, CSU. `env` applies to both gateways.
 struct Chain {
@@ -51,11 +26,11 @@ impl Chain {
         let sncf_files = kit
             .sncf(loopback_listeners(), camsim.addr("rtsp"))
             .expect("sncf");
-        let sncf = start(&sncf_files, env);
+        let sncf = start_site(&sncf_files, env);
         let csu_files = kit
             .csu(loopback_listeners(), sncf.addr("quic"))
             .expect("csu");
-        let csu = start(&csu_files, env);
+        let csu = start_site(&csu_files, env);
         Chain {
             _camsim: camsim,
             sncf,
@@ -70,26 +45,6 @@ impl Chain {
             self.csu.addr("rtsp")
         )
     }
-}
-
-fn metrics(gateway: &Gateway) -> String {
-    http_get(
-        gateway.addr("management"),
-        "/metrics",
-        Duration::from_secs(5),
-    )
-    .expect("metrics")
-    .body
-}
-
-/// The value of the first series of `name` whose labels contain every `label`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter(|line| {
-            line[name.len()..].starts_with(['{', ' ']) && labels.iter().all(|l| line.contains(l))
-        })
-        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 /// Waits (bounded) until the CSU has the SNCF catalog: the link is up.
@@ -288,8 +243,8 @@ fn a_camera_with_an_audio_track_reaches_the_csu_as_video_only() {
         "\n[[camera]]\nid = \"metz-ville/sonorisee\"\nurl = \"{}\"\n",
         camera.url("h264-main-audio")
     ));
-    let sncf = start(&sncf_files, &[]);
-    let csu = start(
+    let sncf = start_site(&sncf_files, &[]);
+    let csu = start_site(
         &kit.csu(loopback_listeners(), sncf.addr("quic"))
             .expect("csu"),
         &[],

@@ -9,16 +9,17 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use passerelle::demo::{self, CSU, CSU_OPERATOR, Listeners, MetzKit, SNCF, SiteFiles};
+use passerelle::demo::{self, CSU, CSU_OPERATOR, MetzKit, SNCF, SiteFiles};
 use passerelle::policy::{Policy, SigningKey, policy_trusted_comment};
+use support::metz::{
+    label, loopback_listeners, metric, metrics, start_site, wait_for_log_line, wait_for_metric,
+};
 use support::{Gateway, Transport, ffprobe_count_frames, http_get};
 
 /// How long a refusal, a link or a catalog may take to show. A dial to loopback and its
 /// refusal take well under a second; the margin covers a loaded 2-core machine.
-const SHOW_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of one RTSP client run.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The CCOR, a second partner of the SNCF in the wrong-CA test.
@@ -32,16 +33,17 @@ const SNCF_AGENT: (&str, &str) = ("agent-sncf", "local-secret");
 fn a_peer_certified_by_an_unrelated_ca_is_refused_at_the_handshake() {
     let kit = MetzKit::new().expect("kit");
     let camsim = Gateway::camsim(&[]);
-    let sncf = start(
+    let sncf = start_site(
         &kit.sncf(loopback_listeners(), camsim.addr("rtsp"))
             .expect("sncf"),
+        &[],
     );
     let mut csu_files = kit
         .csu(loopback_listeners(), sncf.addr("quic"))
         .expect("csu");
     let stranger_ca = MetzKit::other_ca("autre-organisation").expect("other CA");
     demo::reissue_site(&mut csu_files, &stranger_ca, CSU).expect("csu certificate");
-    let csu = start(&csu_files);
+    let csu = start_site(&csu_files, &[]);
 
     let refused = wait_for_log_line(&sncf, "SNCF", |l| {
         l.contains("inbound QUIC handshake failed")
@@ -85,9 +87,10 @@ fn a_peer_certified_by_an_unrelated_ca_is_refused_at_the_handshake() {
 fn a_peer_from_the_right_ca_naming_no_partner_is_refused_before_any_control_message() {
     let kit = MetzKit::new().expect("kit");
     let camsim = Gateway::camsim(&[]);
-    let sncf = start(
+    let sncf = start_site(
         &kit.sncf(loopback_listeners(), camsim.addr("rtsp"))
             .expect("sncf"),
+        &[],
     );
     // The CSU's configuration, but as `intrus.metz.example` with a certificate from the
     // Eurométropole CA, which the SNCF trusts for the CSU.
@@ -96,7 +99,7 @@ fn a_peer_from_the_right_ca_naming_no_partner_is_refused_before_any_control_mess
         .expect("intrus");
     demo::reissue_site(&mut intrus_files, kit.eurometropole_ca(), INTRUS)
         .expect("intrus certificate");
-    let intrus = start(&intrus_files);
+    let intrus = start_site(&intrus_files, &[]);
 
     let refused = wait_for_log_line(&sncf, "SNCF", |l| {
         l.contains("inbound link refused") && l.contains("unknown_peer")
@@ -148,12 +151,12 @@ fn a_partners_name_certified_by_another_partners_ca_is_refused_as_wrong_ca() {
         "tls/partner-ccor-ca.pem".into(),
         ccor_ca.cert_pem.clone().into_bytes(),
     ));
-    let sncf = start(&sncf_files);
+    let sncf = start_site(&sncf_files, &[]);
     let mut csu_files = kit
         .csu(loopback_listeners(), sncf.addr("quic"))
         .expect("csu");
     demo::reissue_site(&mut csu_files, &ccor_ca, CSU).expect("csu certificate");
-    let csu = start(&csu_files);
+    let csu = start_site(&csu_files, &[]);
 
     let refused = wait_for_log_line(&sncf, "SNCF", |l| {
         l.contains("inbound link refused") && l.contains("wrong_ca")
@@ -174,9 +177,10 @@ fn a_partners_name_certified_by_another_partners_ca_is_refused_as_wrong_ca() {
 
     // Control: the same two-partner SNCF links a CSU certified by the Eurométropole CA,
     // so the refusal above was the CA's doing and nothing else.
-    let genuine = start(
+    let genuine = start_site(
         &kit.csu(loopback_listeners(), sncf.addr("quic"))
             .expect("csu"),
+        &[],
     );
     let catalog = wait_for_log_line(&genuine, "genuine CSU", |l| {
         l.contains("partner catalog received")
@@ -250,7 +254,7 @@ fn fail_closed(spoil: impl FnOnce(&MetzKit, &mut SiteFiles)) -> String {
         .expect("sncf");
     spoil(&kit, &mut sncf_files);
     add_local_agent(&mut sncf_files);
-    let sncf = start(&sncf_files);
+    let sncf = start_site(&sncf_files, &[]);
     let refused = wait_for_log_line(&sncf, "SNCF", |l| l.contains("policy refused"));
     assert!(
         !sncf.stderr_log().contains("policy in force"),
@@ -280,9 +284,10 @@ fn fail_closed(spoil: impl FnOnce(&MetzKit, &mut SiteFiles)) -> String {
         ready.body
     );
 
-    let csu = start(
+    let csu = start_site(
         &kit.csu(loopback_listeners(), sncf.addr("quic"))
             .expect("csu"),
+        &[],
     );
     // The certificates are right, so the link may come up (it does today), but then with
     // an empty catalog; a gateway refusing links without a policy would be fine too.
@@ -413,78 +418,3 @@ fn assert_no_link(gateway: &Gateway, peer: &str) {
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-fn loopback_listeners() -> Listeners {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    Listeners {
-        rtsp: any,
-        quic: any,
-        management: any,
-        // A random range per gateway, so parallel tests rarely meet; the server skips
-        // ports that are taken anyway.
-        rtsp_udp_first: 33_000 + (rand::random::<u16>() % 250) * 100,
-    }
-}
-
-fn start(site: &SiteFiles) -> Gateway {
-    let files: Vec<(&str, &[u8])> = site
-        .files
-        .iter()
-        .map(|(path, bytes)| (path.as_str(), bytes.as_slice()))
-        .collect();
-    Gateway::builder(&site.config, &files).start()
-}
-
-fn metrics(gateway: &Gateway) -> String {
-    http_get(
-        gateway.addr("management"),
-        "/metrics",
-        Duration::from_secs(5),
-    )
-    .expect("metrics")
-    .body
-}
-
-fn label(name: &str, value: &str) -> String {
-    format!("{name}=\"{value}\"")
-}
-
-/// The value of the first series of `name` whose labels contain every `label`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter(|line| {
-            line[name.len()..].starts_with(['{', ' ']) && labels.iter().all(|l| line.contains(l))
-        })
-        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
-/// Waits (bounded) until the series exists with a value of at least 1; returns it.
-fn wait_for_metric(gateway: &Gateway, name: &str, labels: &[&str]) -> f64 {
-    let deadline = Instant::now() + SHOW_TIMEOUT;
-    loop {
-        let text = metrics(gateway);
-        match metric(&text, name, labels) {
-            Some(value) if value >= 1.0 => return value,
-            _ if Instant::now() >= deadline => {
-                panic!("no {name}{labels:?} >= 1 within {SHOW_TIMEOUT:?}:\n{text}")
-            }
-            _ => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-/// Waits (bounded) for the first stderr line of `gateway` matching `wanted`; returns it.
-fn wait_for_log_line(gateway: &Gateway, who: &str, wanted: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + SHOW_TIMEOUT;
-    loop {
-        let log = gateway.stderr_log();
-        if let Some(line) = log.lines().find(|l| wanted(l)) {
-            return line.trim().to_owned();
-        }
-        if Instant::now() >= deadline {
-            panic!("{who}: the expected line never came within {SHOW_TIMEOUT:?}:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}

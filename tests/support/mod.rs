@@ -30,6 +30,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod metz;
+
 /// How long [`Gateway::start`] waits for the ready file.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a process may take to exit after SIGTERM before it gets SIGKILL.

@@ -1,0 +1,95 @@
+//! The Metz sites of `passerelle::demo` started as real gateways, and what tests read
+//! from them: metrics series and log lines, polled with deadlines.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use passerelle::demo::{Listeners, SiteFiles};
+
+use super::{Gateway, http_get};
+
+/// How long a refusal, a metric or a log line may take to show.
+pub const SHOW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every listener on a loopback port the system chooses.
+pub fn loopback_listeners() -> Listeners {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    Listeners {
+        rtsp: any,
+        quic: any,
+        management: any,
+        // A random range per gateway, so parallel tests rarely meet; the server skips
+        // ports that are taken anyway.
+        rtsp_udp_first: 33_000 + (rand::random::<u16>() % 250) * 100,
+    }
+}
+
+/// Starts a site's gateway with `env` (`PASSERELLE__*` overrides) set.
+pub fn start_site(site: &SiteFiles, env: &[(&str, &str)]) -> Gateway {
+    let files: Vec<(&str, &[u8])> = site
+        .files
+        .iter()
+        .map(|(path, bytes)| (path.as_str(), bytes.as_slice()))
+        .collect();
+    env.iter()
+        .fold(Gateway::builder(&site.config, &files), |b, (k, v)| {
+            b.env(k, v)
+        })
+        .start()
+}
+
+/// The gateway's Prometheus exposition.
+pub fn metrics(gateway: &Gateway) -> String {
+    http_get(
+        gateway.addr("management"),
+        "/metrics",
+        Duration::from_secs(5),
+    )
+    .expect("metrics")
+    .body
+}
+
+/// `name="value"`, as a series' labels spell it.
+pub fn label(name: &str, value: &str) -> String {
+    format!("{name}=\"{value}\"")
+}
+
+/// The value of the first series of `name` whose labels contain every `label`.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| {
+            line[name.len()..].starts_with(['{', ' ']) && labels.iter().all(|l| line.contains(l))
+        })
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits (bounded) until the series exists with a value of at least 1; returns it.
+pub fn wait_for_metric(gateway: &Gateway, name: &str, labels: &[&str]) -> f64 {
+    let deadline = Instant::now() + SHOW_TIMEOUT;
+    loop {
+        let text = metrics(gateway);
+        match metric(&text, name, labels) {
+            Some(value) if value >= 1.0 => return value,
+            _ if Instant::now() >= deadline => {
+                panic!("no {name}{labels:?} >= 1 within {SHOW_TIMEOUT:?}:\n{text}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Waits (bounded) for the first stderr line of `gateway` matching `wanted`; returns it.
+pub fn wait_for_log_line(gateway: &Gateway, who: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + SHOW_TIMEOUT;
+    loop {
+        let log = gateway.stderr_log();
+        if let Some(line) = log.lines().find(|l| wanted(l)) {
+            return line.trim().to_owned();
+        }
+        if Instant::now() >= deadline {
+            panic!("{who}: the expected line never came within {SHOW_TIMEOUT:?}:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

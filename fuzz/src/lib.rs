@@ -25,11 +25,6 @@ impl Control {
         self.0 & 0b100 != 0
     }
 
-    /// Bit 1 and up, a second per-target switch independent of the chunking mode bit 0.
-    pub fn bit(self, n: u8) -> bool {
-        self.0 >> n & 1 != 0
-    }
-
     /// Cuts `data` into the chunks a reader might see:
     /// mode 0 one chunk, mode 1 one byte at a time, mode 2 chunks of 1 to 16 bytes,
     /// mode 3 chunks of 1 to 512 bytes (sizes from a PRNG seeded by bits 3-7).
@@ -77,7 +72,8 @@ impl XorShift {
     }
 }
 
-/// One NAL unit being rebuilt from fragments, or a whole one.
+/// A strict receiver: rebuilds NAL units from single, aggregation and fragment payloads
+/// (RFC 6184 §5, RFC 7798 §4.4), as a player would.
 #[derive(Debug, Default)]
 pub struct Depacketizer {
     /// Complete NAL units, in order.
@@ -90,7 +86,7 @@ impl Depacketizer {
     /// Adds one payload the re-splitter emitted. Panics (the fuzz failure) on anything
     /// a conforming receiver would have to drop: a payload that does not classify, S
     /// while a fragment run is open, or a continuation without a start.
-    pub fn push(&mut self, codec: Codec, payload: &[u8], first_continues: bool) {
+    pub fn push(&mut self, codec: Codec, payload: &[u8]) {
         let hl = h26x::nal_header_len(codec);
         let info = h26x::classify(codec, payload)
             .unwrap_or_else(|e| panic!("re-splitter emitted an invalid payload: {e}"));
@@ -117,15 +113,11 @@ impl Depacketizer {
                         Codec::H265 => vec![(payload[0] & 0x81) | (nal_type << 1), payload[1]],
                     };
                     self.open = Some(header);
-                } else if self.open.is_none() {
-                    assert!(
-                        first_continues,
-                        "fragment without S and no open fragment run"
-                    );
-                    // The input itself was a middle fragment: gather without a header.
-                    self.open = Some(Vec::new());
                 }
-                let open = self.open.as_mut().expect("opened just above");
+                let open = self
+                    .open
+                    .as_mut()
+                    .expect("fragment without S and no open fragment run");
                 open.extend_from_slice(&payload[hl + 1..]);
                 if end {
                     let nal = self.open.take().expect("open run");

@@ -10,19 +10,27 @@
 //!   before parsing, then validates.
 //! - [`keys`]: key generation and signing (`passerelle keygen`, `passerelle policy sign`),
 //!   interoperable with the standard `minisign` tool.
+//! - [`store`] (layer 1, files): the serial rule [`admit`], its persisted
+//!   [`StoredPolicyState`], and the [`PolicyStore`] holding the policy in force across
+//!   reloads.
+//! - [`install`] (layer 1, files): `passerelle policy install`, verify then swap a policy
+//!   and its signatures in atomically; [`load_installed`], the reader that goes with it.
 //!
-//! Checks left to the caller: that `site` is our own id (done by [`evaluate`], reported
-//! by `check`), and the serial against the stored one (the policy store).
+//! Checks left to the caller of [`load_policy_dir`]: that `site` is our own id (done by
+//! [`evaluate`], reported by `check`), and the serial against the stored one ([`admit`]).
 
 pub mod eval;
+pub mod install;
 pub mod keys;
 pub mod model;
 pub mod signature;
+pub mod store;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use eval::{Decision, DenyReason, EffectiveGrant, effective_grants, evaluate, policy_status};
+pub use install::{InstallError, Installed, LayoutProblem, install, load_installed};
 pub use keys::{
     KeyError, KeyPairFiles, SigningKey, keygen, read_password_file, sign_policy_file,
     signature_path,
@@ -34,4 +42,8 @@ pub use signature::{
     IgnoredSignature, IgnoredWhy, KeyId, PolicyDigest, PolicyLoadError, SignatureError,
     SignatureFile, TrustedKey, TrustedKeyFileError, VerifiedPolicy, VerifiedSignatures,
     load_policy_dir, policy_trusted_comment, verify_policy, verify_signatures,
+};
+pub use store::{
+    Admission, Change, LastRefusal, Loaded, PolicyRefusal, PolicyStore, StateError,
+    StoredPolicyState, Validity, admit,
 };

@@ -81,16 +81,21 @@ def access_units(data, codec):
 
 
 def launch_line(codec, audio, pcma):
+    # The queues decouple the two branches and `identity sync=true` paces the audio file
+    # like a live source: without them a client that sets up the video alone (as
+    # passerelle does) stalled in about half the sessions, its pipeline blocked on the
+    # audio branch nobody reads.
     caps = f"video/x-{codec},stream-format=byte-stream,alignment=au"
     video = (
         f'appsrc name=video is-live=false format=time caps="{caps}" '
-        f"! {codec}parse ! rtp{codec}pay name=pay0 pt=96 config-interval=-1"
+        f"! {codec}parse ! queue ! rtp{codec}pay name=pay0 pt=96 config-interval=-1"
     )
     if not audio:
         return f"( {video} )"
     sound = (
         f'multifilesrc location="{pcma}" loop=true '
         "! rawaudioparse use-sink-caps=false format=alaw sample-rate=8000 num-channels=1 "
+        "! identity sync=true ! queue leaky=downstream max-size-buffers=8 "
         "! rtppcmapay name=pay1 pt=8"
     )
     return f"( {video} {sound} )"

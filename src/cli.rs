@@ -169,6 +169,15 @@ pub enum PolicyCommand {
         #[arg(short = 'k', long, default_value_t = 1)]
         signatures_required: usize,
     },
+    /// Verify a policy and its signatures in DIR, then swap them in atomically where
+    /// the configuration reads its policy; a SIGHUP applies it without dropping streams.
+    Install {
+        /// The directory holding `policy.toml` and its `.minisig` files.
+        dir: PathBuf,
+        /// The gateway's configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Print a policy's grants without checking signatures.
     Show {
         /// The policy file.

@@ -17,6 +17,7 @@
 //! Layer 1, in-process plumbing:
 //! - `channel`: the per-camera fan-out: keyframe cache, bounded sink queues, keyframe requests.
 //! - `metrics`: the Prometheus recorder and the description of every metric.
+//! - `journal`: the audit journal: hash-chained JSON Lines files, signed checkpoints, the access register.
 //!
 //! Layer 2, I/O adapters:
 //! - `ingest`: pulls cameras over RTSP (retina), on demand or always on.
@@ -44,6 +45,7 @@ pub mod control;
 pub mod demo;
 pub mod ids;
 pub mod ingest;
+pub mod journal;
 pub mod link;
 pub mod management;
 pub mod media;

@@ -14,7 +14,8 @@ use std::time::Duration;
 use passerelle::demo::{self, CSU, CSU_OPERATOR, MetzKit, SNCF, SiteFiles};
 use passerelle::policy::{Policy, SigningKey, policy_trusted_comment};
 use support::metz::{
-    label, loopback_listeners, metric, metrics, start_site, wait_for_log_line, wait_for_metric,
+    label, loopback_listeners, metric, metric_sum, metrics, start_site, wait_for_log_line,
+    wait_for_metric,
 };
 use support::{Gateway, Transport, ffprobe_count_frames, http_get};
 
@@ -257,18 +258,18 @@ fn fail_closed(spoil: impl FnOnce(&MetzKit, &mut SiteFiles)) -> String {
     let sncf = start_site(&sncf_files, &[]);
     let refused = wait_for_log_line(&sncf, "SNCF", |l| l.contains("policy refused"));
     assert!(
-        !sncf.stderr_log().contains("policy in force"),
+        !sncf.stderr_log().contains("policy applied"),
         "{}",
         sncf.stderr_log()
     );
     // Counted, and no serial exported: no policy is in force.
     let sncf_metrics = metrics(&sncf);
-    let failures = metric(
+    let failures = metric_sum(
         &sncf_metrics,
         "passerelle_policy_reload_failures_total",
         &[],
     );
-    assert!(failures.is_some_and(|n| n >= 1.0), "{sncf_metrics}");
+    assert!(failures >= 1.0, "{sncf_metrics}");
     assert_eq!(
         metric(&sncf_metrics, "passerelle_policy_serial", &[]),
         None,
@@ -278,10 +279,11 @@ fn fail_closed(spoil: impl FnOnce(&MetzKit, &mut SiteFiles)) -> String {
     let ready =
         http_get(sncf.addr("management"), "/readyz", Duration::from_secs(5)).expect("readyz");
     assert_eq!(ready.status, 200, "{}", ready.body);
+    let body: serde_json::Value = serde_json::from_str(&ready.body).expect("json");
+    assert_eq!(body["details"]["policy"]["state"], "none", "{body}");
     assert!(
-        ready.body.contains("\"state\":\"refused\""),
-        "{}",
-        ready.body
+        body["details"]["policy"]["last_refusal"]["reason"].is_string(),
+        "{body}"
     );
 
     let csu = start_site(

@@ -135,13 +135,13 @@ fn demux(chunks: Vec<&[u8]>, max: usize) -> Outcome {
 /// What the server's connection task does with one request, with the I/O parts
 /// answered by fixed values.
 fn serve(core: &mut ConnectionCore, req: &RawRequest, now: Instant) {
-    let text = |name| req.request.header(name).map(|v| v.as_str().trim());
-    let _ = transport::parse(text(&headers::TRANSPORT));
+    let text = |name: rtsp_types::HeaderName| req.request.header(&name).map(|v| v.as_str().trim());
+    let _ = transport::parse(text(headers::TRANSPORT));
     let method: &str = req.method().into();
     let _ = AUTH.check(
         method,
         req.uri.as_deref().unwrap_or("*"),
-        text(&headers::AUTHORIZATION),
+        text(headers::AUTHORIZATION),
         now,
     );
 

@@ -12,7 +12,7 @@ use crate::control::{CatalogCamera, ErrorCode, Feature, Restrictions};
 use crate::ids::{CameraId, CameraPattern, SiteId};
 use crate::ingest::CameraStatus;
 use crate::link::{CatalogProvider, Importer, LinkHandle, ViewEnd, ViewGuard};
-use crate::policy::{self, Decision, Mode, Policy, ViewingSession};
+use crate::policy::{self, Decision, LastRefusal, Mode, VerifiedPolicy, ViewingSession};
 use crate::rtsp::{CameraDirectory, Mount, ViewRefusal, Viewer};
 
 /// A camera of this site, pulled by ingest.
@@ -37,10 +37,11 @@ pub(super) struct Gateway {
     imported: Mutex<HashMap<CameraId, Channel>>,
     /// The partners' catalogs, in their ids.
     catalogs: Mutex<HashMap<SiteId, Vec<CatalogCamera>>>,
-    /// The verified policy in force, if it applies to this site; `None` is fail-closed.
-    policy: RwLock<Option<Arc<Policy>>>,
-    /// Why the last policy was refused, for `/readyz`.
-    policy_refusal: RwLock<Option<String>>,
+    /// The policy admitted last (it may be outside its validity: then nothing crosses);
+    /// `None` until one is admitted: fail closed.
+    policy: RwLock<Option<Arc<VerifiedPolicy>>>,
+    /// The last refusal, cleared by the next admission, for `/readyz`.
+    policy_refusal: RwLock<Option<LastRefusal>>,
     channel_settings: ChannelSettings,
     link: OnceLock<LinkHandle>,
 }
@@ -65,26 +66,30 @@ impl Gateway {
         }
     }
 
-    /// Puts `policy` in force, or on a refusal nothing crosses the boundary.
-    pub fn set_policy(&self, policy: Result<Policy, String>) {
-        let (policy, refusal) = match policy {
-            Ok(policy) => (Some(Arc::new(policy)), None),
-            Err(refusal) => (None, Some(refusal)),
-        };
-        *self
-            .policy
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = policy;
-        *self
-            .policy_refusal
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = refusal;
+    /// Puts an admitted policy in force; the link re-checks every stream and viewing
+    /// session and narrows each partner's catalog.
+    pub fn apply_policy(&self, policy: Arc<VerifiedPolicy>) {
+        *write(&self.policy) = Some(policy);
+        *write(&self.policy_refusal) = None;
         if let Some(link) = self.link.get() {
             link.policy_changed();
         }
     }
 
-    pub fn policy(&self) -> Option<Arc<Policy>> {
+    /// Records a refused policy: the one in force (or none) stays.
+    pub fn policy_refused(&self, refusal: LastRefusal) {
+        *write(&self.policy_refusal) = Some(refusal);
+    }
+
+    /// Re-evaluates everything against the policy in force (hours windows, validity).
+    pub fn policy_clock_tick(&self) {
+        if let Some(link) = self.link.get() {
+            link.policy_changed();
+        }
+    }
+
+    /// The policy admitted last, shared: decisions read it without copying.
+    pub fn policy(&self) -> Option<Arc<VerifiedPolicy>> {
         self.policy
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -93,17 +98,31 @@ impl Gateway {
 
     /// The policy and link state, for `/readyz`'s body.
     pub fn status(&self) -> serde_json::Value {
-        let policy = match self.policy() {
-            Some(policy) => serde_json::json!({
-                "state": "in_force",
-                "serial": policy.serial,
-                "valid_until": policy.valid_until.to_string(),
-            }),
-            None => serde_json::json!({
-                "state": "refused",
-                "error": *self.policy_refusal.read().unwrap_or_else(|poisoned| poisoned.into_inner()),
-            }),
-        };
+        let verified = self
+            .policy
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let refusal = self
+            .policy_refusal
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let policy = serde_json::json!({
+            "state": match &verified {
+                Some(verified) => match policy::policy_status(&verified.policy, &self.site, jiff::Timestamp::now()) {
+                    Ok(()) => "in_force",
+                    Err(reason) => reason.as_str(),
+                },
+                None => "none",
+            },
+            "serial": verified.as_ref().map(|v| v.policy.serial),
+            "valid_until": verified.as_ref().map(|v| v.policy.valid_until.to_string()),
+            "signers": verified.as_ref().map(|v| v.signers().iter().map(ToString::to_string).collect::<Vec<_>>()),
+            "last_refusal": refusal.map(|r| serde_json::json!({
+                "reason": r.reason, "message": r.message, "at": r.at.to_string(),
+            })),
+        });
         let links: Vec<serde_json::Value> = self
             .link
             .get()
@@ -163,7 +182,7 @@ impl Gateway {
         partner: &SiteId,
         camera: &CameraId,
         session: Option<&ViewingSession>,
-    ) -> Result<(Arc<Policy>, usize), ErrorCode> {
+    ) -> Result<(Arc<VerifiedPolicy>, usize), ErrorCode> {
         // Only our own cameras are shared: imported ones are not re-shared until onward
         // rules are enforced end to end.
         if !self.local.contains_key(camera) {
@@ -171,7 +190,7 @@ impl Gateway {
         }
         let policy = self.policy();
         let decision = policy::evaluate(
-            policy.as_deref(),
+            policy.as_deref().map(|verified| &verified.policy),
             &self.site,
             partner,
             camera,
@@ -256,7 +275,7 @@ fn refusal(code: ErrorCode) -> ViewRefusal {
 
 impl CatalogProvider for Gateway {
     fn policy_serial(&self) -> Option<u64> {
-        self.policy().map(|policy| policy.serial)
+        self.policy().map(|verified| verified.policy.serial)
     }
 
     fn catalog(&self, partner: &SiteId, features: &[Feature]) -> Vec<CatalogCamera> {
@@ -265,7 +284,7 @@ impl CatalogProvider for Gateway {
             .iter()
             .filter_map(|(id, local)| {
                 let (policy, grant) = self.decide(partner, id, None).ok()?;
-                let grant = policy.grants.get(grant)?;
+                let grant = policy.policy.grants.get(grant)?;
                 let restrictions = Restrictions {
                     on_request: grant.mode == Mode::OnRequest,
                     onward: grant.onward.clone(),
@@ -303,8 +322,8 @@ impl CatalogProvider for Gateway {
         active: &[CameraId],
     ) -> Result<Channel, ErrorCode> {
         let (policy, grant) = self.decide(partner, camera, None)?;
-        if let Some(max) = policy.grants.get(grant).and_then(|g| g.max_streams) {
-            let grant = &policy.grants[grant];
+        if let Some(max) = policy.policy.grants.get(grant).and_then(|g| g.max_streams) {
+            let grant = &policy.policy.grants[grant];
             let held = active
                 .iter()
                 .filter(|held| *held != camera && grant.cameras.iter().any(|p| p.matches(held)))
@@ -330,7 +349,7 @@ impl CatalogProvider for Gateway {
             Ok((policy, grant)) => tracing::info!(
                 %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
                 reason = session.reason.as_deref().unwrap_or(""), origin = %session.origin,
-                basis = policy.grants[*grant].basis.as_str(), "viewing session opened"
+                basis = policy.policy.grants[*grant].basis.as_str(), "viewing session opened"
             ),
             Err(code) => tracing::info!(
                 %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
@@ -393,4 +412,11 @@ impl Importer for Gateway {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(partner.clone(), cameras.to_vec());
     }
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    // A panic while holding the lock cannot leave a half-written policy: the value is
+    // replaced whole.
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

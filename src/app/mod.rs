@@ -18,7 +18,7 @@ use crate::config::{Config, ConfigError, RtspSecret, UserKind};
 use crate::ingest::{IngestSettings, IngestTransport};
 use crate::link::{CatalogProvider, DialTarget, Importer, LinkHandle, LinkSettings, PartnerLink};
 use crate::management::{ManagementServer, Readiness};
-use crate::policy::AgentKind;
+use crate::policy::{AgentKind, LastRefusal, PolicyRefusal, PolicyStore};
 use crate::rtsp::{RtspServer, RtspSettings, RtspUser, Secret};
 use crate::tls::{LinkTls, PartnerTrust, TlsSettings};
 
@@ -167,7 +167,11 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         imports,
         channel_settings,
     ));
-    gateway.set_policy(policy_in_force(&config));
+    let policy = Arc::new(PolicyLoader::new(&config));
+    {
+        let (policy, gateway) = (Arc::clone(&policy), Arc::clone(&gateway));
+        tokio::task::spawn_blocking(move || policy.reload(&gateway)).await?;
+    }
     let _ = state.gateway.set(Arc::clone(&gateway));
 
     let link = start_link(&config, &gateway)?;
@@ -185,6 +189,11 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     .with_context(|| format!("binding rtsp.listen {}", config.rtsp.listen))?;
     listeners.insert("rtsp", rtsp.local_addr()?);
     let rtsp_task = tokio::spawn(rtsp.run(wait_for(shutdown_rx.clone())));
+    let policy_task = tokio::spawn(watch_policy(
+        policy,
+        Arc::clone(&gateway),
+        shutdown_rx.clone(),
+    ));
 
     let management = ManagementServer::bind(
         config.management.listen,
@@ -213,6 +222,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         link.shutdown().await;
     }
     rtsp_task.await?;
+    policy_task.await?;
     for ingest in ingests {
         if let Err(error) = ingest.join().await {
             tracing::warn!(%error, "camera ingest task failed");
@@ -222,29 +232,120 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     Ok(())
 }
 
-/// The policy named by the configuration, if it verifies and applies to this site now;
-/// otherwise why not (fail closed: local viewing goes on, nothing crosses).
-fn policy_in_force(config: &Config) -> Result<crate::policy::Policy, String> {
-    let loaded = tools::load_configured_policy(config).and_then(|verified| {
-        let policy = verified.policy;
-        match crate::policy::policy_status(&policy, &config.site.id, jiff::Timestamp::now()) {
-            Ok(()) => Ok(policy),
-            Err(reason) => Err(format!("serial {}: {}", policy.serial, reason.message())),
+/// The policy store and what it needs to reload: the paths and trusted keys of
+/// `[policy]`, and our site.
+pub(crate) struct PolicyLoader {
+    store: std::sync::Mutex<PolicyStore>,
+    file: PathBuf,
+    trusted_keys: Vec<PathBuf>,
+    signatures_required: usize,
+    site: crate::ids::SiteId,
+}
+
+impl PolicyLoader {
+    fn new(config: &Config) -> PolicyLoader {
+        for reason in PolicyRefusal::REASONS {
+            metrics::counter!("passerelle_policy_reload_failures_total", "reason" => reason)
+                .absolute(0);
         }
-    });
-    match &loaded {
-        Ok(policy) => {
-            tracing::info!(serial = policy.serial, valid_until = %policy.valid_until, "policy in force");
-            metrics::gauge!("passerelle_policy_serial").set(policy.serial as f64);
-            metrics::gauge!("passerelle_policy_valid_until_timestamp_seconds")
-                .set(policy.valid_until.as_second() as f64);
-        }
-        Err(error) => {
-            metrics::counter!("passerelle_policy_reload_failures_total").increment(1);
-            tracing::error!(%error, "policy refused: nothing crosses the boundary");
+        PolicyLoader {
+            store: std::sync::Mutex::new(PolicyStore::new(&config.site.state_dir)),
+            file: config.policy.file.clone(),
+            trusted_keys: config.policy.trusted_keys.clone(),
+            signatures_required: config.policy.signatures_required,
+            site: config.site.id.clone(),
         }
     }
-    loaded
+
+    /// Reads, verifies and admits the configured policy (start and SIGHUP): on success
+    /// it is persisted, then put in force; on refusal the policy in force stays. Blocks
+    /// on file I/O and fsync: run it off the async workers.
+    fn reload(&self, gateway: &Gateway) {
+        let now = jiff::Timestamp::now();
+        let mut store = self
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let loaded = tools::read_trusted_keys(&self.trusted_keys)
+            .map_err(|error| (error, "unreadable"))
+            .and_then(|trusted| {
+                store
+                    .load_or_refuse(
+                        &self.file,
+                        &trusted,
+                        self.signatures_required,
+                        &self.site,
+                        now,
+                    )
+                    .map_err(|refusal| (refusal.to_string(), refusal.reason()))
+            });
+        match loaded {
+            Ok(loaded) => {
+                let policy = &loaded.policy.policy;
+                let signers: Vec<String> = loaded
+                    .policy
+                    .signers()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                tracing::info!(
+                    serial = policy.serial,
+                    valid_until = %policy.valid_until,
+                    validity = loaded.admission.validity.as_str(),
+                    signers = signers.join(","),
+                    k = self.signatures_required,
+                    "policy applied"
+                );
+                metrics::gauge!("passerelle_policy_serial").set(policy.serial as f64);
+                metrics::gauge!("passerelle_policy_valid_until_timestamp_seconds")
+                    .set(policy.valid_until.as_second() as f64);
+                gateway.apply_policy(loaded.policy);
+            }
+            Err((error, reason)) => {
+                metrics::counter!("passerelle_policy_reload_failures_total", "reason" => reason)
+                    .increment(1);
+                tracing::error!(%error, reason, "policy refused; the policy in force stays");
+                gateway.policy_refused(LastRefusal {
+                    reason,
+                    message: error,
+                    at: now,
+                });
+            }
+        }
+    }
+}
+
+/// Reloads the policy at each SIGHUP, and re-evaluates every minute so hours windows
+/// and validity bounds take effect without one.
+async fn watch_policy(
+    loader: Arc<PolicyLoader>,
+    gateway: Arc<Gateway>,
+    shutdown: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGHUP: policy reload needs a restart");
+            None
+        }
+    };
+    let mut minute = tokio::time::interval(std::time::Duration::from_secs(60));
+    minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    minute.tick().await;
+    loop {
+        tokio::select! {
+            _ = wait_for(shutdown.clone()) => return,
+            Some(()) = async { match hangups.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: reloading the policy");
+                let (loader, gateway) = (Arc::clone(&loader), Arc::clone(&gateway));
+                if let Err(error) = tokio::task::spawn_blocking(move || loader.reload(&gateway)).await {
+                    tracing::error!(%error, "policy reload task failed");
+                }
+            }
+            _ = minute.tick() => gateway.policy_clock_tick(),
+        }
+    }
 }
 
 /// Binds the link when the site has partners (a site without any shares nothing).

@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::ids::SiteId;
 use crate::pki;
 use crate::policy::{
-    self, EffectiveGrant, Policy, PolicyLoadError, SigningKey, TrustedKey, VerifiedPolicy,
+    self, EffectiveGrant, Policy, PolicyLoadError, SigningKey, StoredPolicyState, TrustedKey,
+    VerifiedPolicy,
 };
 
 use super::{EXIT_CONFIG, EXIT_POLICY};
@@ -46,18 +47,30 @@ pub(super) fn check_policy(config: &Config) -> ExitCode {
 }
 
 /// Reads the trusted keys and the policy the configuration names, verifying its
-/// signatures before parsing it.
+/// signatures before parsing it, and admits it against the serial stored in
+/// `state_dir` when that can be read (a rollback or a reused serial is refused as a
+/// reload would refuse it).
 pub(super) fn load_configured_policy(config: &Config) -> Result<VerifiedPolicy, String> {
     let trusted = read_trusted_keys(&config.policy.trusted_keys)?;
-    policy::load_policy_dir(
+    let verified = policy::load_installed(
         &config.policy.file,
         &trusted,
         config.policy.signatures_required,
     )
-    .map_err(|error: PolicyLoadError| error.to_string())
+    .map_err(|error: PolicyLoadError| error.to_string())?;
+    if let Ok(stored) = StoredPolicyState::read(&config.site.state_dir) {
+        policy::store::admit(
+            stored.as_ref(),
+            &verified,
+            &config.site.id,
+            jiff::Timestamp::now(),
+        )
+        .map_err(|refusal| refusal.to_string())?;
+    }
+    Ok(verified)
 }
 
-fn read_trusted_keys(paths: &[std::path::PathBuf]) -> Result<Vec<TrustedKey>, String> {
+pub(super) fn read_trusted_keys(paths: &[std::path::PathBuf]) -> Result<Vec<TrustedKey>, String> {
     paths
         .iter()
         .map(|path| TrustedKey::from_file(path).map_err(|error| error.to_string()))
@@ -93,6 +106,10 @@ pub(super) fn keygen(dir: &Path, name: &str, password_file: Option<&Path>) -> Ex
 /// `passerelle policy ...`.
 pub(super) fn policy_command(command: PolicyCommand) -> ExitCode {
     match command {
+        PolicyCommand::Install { dir, config } => match super::load_config(&config) {
+            Ok(config) => install_policy(&config, &dir),
+            Err(code) => code,
+        },
         PolicyCommand::Sign {
             policy,
             key,
@@ -287,6 +304,45 @@ pub(super) fn pki_command(command: PkiCommand) -> ExitCode {
         Err(error) => {
             eprintln!("{error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `passerelle policy install DIR`: verifies the policy and signatures in `source`,
+/// admits them against the stored serial, then swaps them in atomically where the
+/// configuration reads its policy. The running gateway applies it at its next SIGHUP.
+fn install_policy(config: &Config, source: &Path) -> ExitCode {
+    let installed = read_trusted_keys(&config.policy.trusted_keys).and_then(|trusted| {
+        let stored = StoredPolicyState::read(&config.site.state_dir)
+            .map_err(|error| format!("refused: stored policy state unreadable: {error}"))?;
+        policy::install(
+            source,
+            &config.policy.file,
+            &trusted,
+            config.policy.signatures_required,
+            &config.site.id,
+            stored.as_ref(),
+            jiff::Timestamp::now(),
+        )
+        .map_err(|error| format!("refused ({}): {error}", error.reason()))
+    });
+    match installed {
+        Ok(installed) if !installed.changed => {
+            println!(
+                "already installed: serial {}",
+                installed.policy.policy.serial
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(installed) => {
+            println!("{}", describe(&installed.policy));
+            println!("installed in {}", installed.version_dir.display());
+            println!("send SIGHUP to the gateway (systemctl reload passerelle) to apply it");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("policy {error}");
+            ExitCode::from(EXIT_POLICY)
         }
     }
 }

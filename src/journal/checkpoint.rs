@@ -9,7 +9,10 @@
 
 use jiff::Timestamp;
 
-use super::record::{Checkpoint, JournalId, LineHash, Seq, Signature64, base64_decode};
+use super::record::{
+    Checkpoint, JournalId, LineHash, PeerCheckpoint, Seq, Signature64, base64_decode,
+};
+use crate::ids::SiteId;
 use crate::policy::{KeyError, KeyId, SignatureFile, SigningKey, TrustedKey, verify_signatures};
 
 /// The first field of the canonical text: names the format and its version.
@@ -128,6 +131,18 @@ impl Checkpoint {
         ))
     }
 
+    /// One line for syslog: the signed text, then the key id and both signatures, so
+    /// that the line alone rebuilds [`Checkpoint::minisig_text`].
+    pub fn syslog_line(&self) -> String {
+        format!(
+            "{}\tkey:{}\tsignature:{}\tglobal_signature:{}",
+            self.canonical_text(),
+            self.key,
+            super::record::base64_encode(&self.signature.0),
+            super::record::base64_encode(&self.global_signature.0),
+        )
+    }
+
     /// Verifies the signature with the journal's public key.
     pub fn verify(&self, key: &TrustedKey) -> Result<(), CheckpointError> {
         let wrong_key = || CheckpointError::WrongKey {
@@ -153,5 +168,19 @@ impl Checkpoint {
         )
         .map(|_| ())
         .map_err(|_| CheckpointError::BadSignature)
+    }
+}
+
+impl PeerCheckpoint {
+    /// The `peer_checkpoint` record of a `Checkpoint` control message from `peer`.
+    pub fn from_wire(peer: &SiteId, checkpoint: &crate::control::Checkpoint) -> PeerCheckpoint {
+        PeerCheckpoint {
+            peer: peer.to_string(),
+            journal: JournalId::new(checkpoint.journal_id.clone()),
+            head_seq: checkpoint.sequence,
+            head_hash: LineHash::from_bytes(checkpoint.head_hash),
+            at: checkpoint.time,
+            signature: Signature64(checkpoint.signature),
+        }
     }
 }

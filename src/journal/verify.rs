@@ -301,11 +301,9 @@ impl fmt::Display for VerifyReport {
             _ => writeln!(f, "files: none")?,
         }
         match self.seqs {
-            Some((first, last)) => writeln!(
-                f,
-                "records read: {} (seq {first} .. {last})",
-                self.records
-            )?,
+            Some((first, last)) => {
+                writeln!(f, "records read: {} (seq {first} .. {last})", self.records)?
+            }
             None => writeln!(f, "records read: 0")?,
         }
         match &self.start {
@@ -320,7 +318,10 @@ impl fmt::Display for VerifyReport {
             Some(Start::AfterPurge {
                 first_seq,
                 anchor: None,
-            }) => writeln!(f, "starts at seq {first_seq}, after records not accounted for")?,
+            }) => writeln!(
+                f,
+                "starts at seq {first_seq}, after records not accounted for"
+            )?,
             None => {}
         }
         match &self.last_checkpoint {

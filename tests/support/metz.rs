@@ -64,6 +64,17 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .find_map(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
+/// The sum of every series of `name` whose labels contain every `label` (0 if none).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| {
+            line[name.len()..].starts_with(['{', ' ']) && labels.iter().all(|l| line.contains(l))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Waits (bounded) until the series exists with a value of at least 1; returns it.
 pub fn wait_for_metric(gateway: &Gateway, name: &str, labels: &[&str]) -> f64 {
     let deadline = Instant::now() + SHOW_TIMEOUT;

@@ -219,6 +219,20 @@ cameras = ["**"]
         Ok(())
     }
 
+    /// A new SNCF policy signed with the SNCF's key, as `(file name, bytes)` for a
+    /// directory `passerelle policy install` takes.
+    pub fn signed_sncf_policy(
+        &self,
+        policy_toml: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, KitError> {
+        Ok(self
+            .signed_policy(policy_toml, &self.sncf_policy_key)?
+            .into_iter()
+            .filter(|(path, _)| !path.ends_with(".pub"))
+            .map(|(path, bytes)| (path.trim_start_matches("policy/").to_owned(), bytes))
+            .collect())
+    }
+
     fn site_tls(&self, site: &str, ca: &CaPem) -> Result<Vec<(String, Vec<u8>)>, KitError> {
         let site_id: SiteId = site.parse()?;
         let validity = Validity::days_from(jiff::Timestamp::now(), 365)?;

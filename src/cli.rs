@@ -98,6 +98,9 @@ pub enum Command {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// Read the access journal: verify its chain, show records, export the register.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Make development certificates (a CA per organisation, a certificate per site).
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -183,4 +186,56 @@ pub enum PolicyCommand {
         /// The policy file.
         policy: PathBuf,
     },
+}
+
+/// `passerelle audit ...`: the access journal, as an auditor reads it.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain and the signed checkpoints; name the first edited, removed
+    /// or reordered record. Exit 0 intact, 1 otherwise.
+    Verify {
+        /// The journal directory (`[audit] dir`).
+        dir: PathBuf,
+        /// The journal's public key (minisign format).
+        #[arg(short = 'p', long)]
+        key: PathBuf,
+    },
+    /// Print the records matching every filter given, as JSON Lines.
+    Show {
+        /// The journal directory.
+        dir: PathBuf,
+        /// Cameras matching this pattern (`*` one segment, `**` any depth).
+        #[arg(long)]
+        camera: Option<String>,
+        /// A partner site.
+        #[arg(long)]
+        partner: Option<String>,
+        /// An agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// An intervention id.
+        #[arg(long)]
+        intervention: Option<String>,
+        /// Records at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<jiff::Timestamp>,
+        /// Records before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<jiff::Timestamp>,
+    },
+    /// Write the access register: one row per viewing session.
+    Export {
+        /// The journal directory.
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+}
+
+/// Formats of `audit export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Comma-separated values with a header row.
+    Csv,
 }

@@ -200,7 +200,8 @@ cameras = ["**"]
         policy_toml: &str,
         signed: bool,
     ) -> Result<(), KitError> {
-        site.files.retain(|(path, _)| !path.starts_with("policy/"));
+        site.files
+            .retain(|(path, _)| !path.starts_with("policy/") && path != "keys/policy.pub");
         let key = if site.config.contains(&format!("id = \"{SNCF}\"\nstate_dir")) {
             &self.sncf_policy_key
         } else {
@@ -211,10 +212,8 @@ cameras = ["**"]
         } else {
             site.files
                 .push(("policy/policy.toml".into(), policy_toml.as_bytes().to_vec()));
-            site.files.push((
-                "policy/trusted.pub".into(),
-                key.public_key_text().into_bytes(),
-            ));
+            site.files
+                .push(("keys/policy.pub".into(), key.public_key_text().into_bytes()));
         }
         Ok(())
     }
@@ -256,10 +255,7 @@ cameras = ["**"]
         Ok(vec![
             ("policy/policy.toml".into(), policy_toml.as_bytes().to_vec()),
             ("policy/policy.toml.minisig".into(), signature.into_bytes()),
-            (
-                "policy/trusted.pub".into(),
-                key.public_key_text().into_bytes(),
-            ),
+            ("keys/policy.pub".into(), key.public_key_text().into_bytes()),
         ])
     }
 }
@@ -267,10 +263,14 @@ cameras = ["**"]
 /// The journal's signing key (Ed25519, minisign format).
 fn journal_key() -> Result<Vec<(String, Vec<u8>)>, KitError> {
     let key = SigningKey::generate()?;
-    Ok(vec![(
-        "secrets/journal.key".into(),
-        key.secret_key_text_unencrypted().into_bytes(),
-    )])
+    Ok(vec![
+        (
+            "secrets/journal.key".into(),
+            key.secret_key_text_unencrypted().into_bytes(),
+        ),
+        // For auditors: `passerelle audit verify audit -p journal.pub`.
+        ("journal.pub".into(), key.public_key_text().into_bytes()),
+    ])
 }
 
 const TLS_SECTION: &str = r#"[tls]
@@ -281,7 +281,7 @@ ca = "tls/ca.pem"
 
 const POLICY_SECTION: &str = r#"[policy]
 file = "policy/policy.toml"
-trusted_keys = ["policy/trusted.pub"]
+trusted_keys = ["keys/policy.pub"]
 
 [audit]
 dir = "audit"

@@ -11,8 +11,11 @@ use crate::channel::{Channel, ChannelSettings};
 use crate::control::{CatalogCamera, ErrorCode, Feature, Restrictions};
 use crate::ids::{CameraId, CameraPattern, SiteId};
 use crate::ingest::CameraStatus;
+use crate::journal::{
+    Event, Journal, SessionEnded, SessionRefused, SessionRole, ViewerKind, Viewing, new_session_id,
+};
 use crate::link::{CatalogProvider, Importer, LinkHandle, ViewEnd, ViewGuard};
-use crate::policy::{self, Decision, LastRefusal, Mode, VerifiedPolicy, ViewingSession};
+use crate::policy::{self, AgentKind, Decision, LastRefusal, Mode, VerifiedPolicy, ViewingSession};
 use crate::rtsp::{CameraDirectory, Mount, ViewRefusal, Viewer};
 
 /// A camera of this site, pulled by ingest.
@@ -44,6 +47,20 @@ pub(super) struct Gateway {
     policy_refusal: RwLock<Option<LastRefusal>>,
     channel_settings: ChannelSettings,
     link: OnceLock<LinkHandle>,
+    /// The access journal; `None` when it could not be opened: then every viewing
+    /// session is refused (`JOURNAL_UNAVAILABLE`).
+    journal: Option<Journal>,
+    /// Viewing sessions partners opened on our cameras, for their `session_ended`
+    /// records. Sessions with equal keys are interchangeable, so a list each.
+    provided: Mutex<HashMap<ProvidedKey, Vec<OpenSession>>>,
+}
+
+type ProvidedKey = (SiteId, CameraId, String, SiteId);
+
+/// A journaled viewing session still open.
+struct OpenSession {
+    id: String,
+    started: std::time::Instant,
 }
 
 impl Gateway {
@@ -52,6 +69,7 @@ impl Gateway {
         local: HashMap<CameraId, LocalCamera>,
         imports: HashMap<SiteId, ImportRule>,
         channel_settings: ChannelSettings,
+        journal: Option<Journal>,
     ) -> Self {
         Gateway {
             site,
@@ -63,7 +81,33 @@ impl Gateway {
             policy_refusal: RwLock::new(None),
             channel_settings,
             link: OnceLock::new(),
+            journal,
+            provided: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Appends a record; a failure means the event may not happen (a session is
+    /// refused), so it maps to `JOURNAL_UNAVAILABLE`.
+    fn journal_append(&self, event: Event) -> Result<(), ErrorCode> {
+        let Some(journal) = &self.journal else {
+            return Err(ErrorCode::JournalUnavailable);
+        };
+        journal.append(event).map(|_| ()).map_err(|error| {
+            tracing::error!(%error, "journal write failed: viewing sessions are refused");
+            ErrorCode::JournalUnavailable
+        })
+    }
+
+    /// Journals a session's refusal; a journal failure changes nothing (it is refused).
+    fn journal_refusal(&self, viewing: Viewing, refusal: ErrorCode) {
+        let _ = self.journal_append(Event::SessionRefused(SessionRefused {
+            viewing,
+            refusal: refusal.as_str().to_owned(),
+        }));
     }
 
     /// Puts an admitted policy in force; the link re-checks every stream and viewing
@@ -138,7 +182,23 @@ impl Gateway {
                 })
             })
             .collect();
-        serde_json::json!({ "site": self.site.as_str(), "policy": policy, "links": links })
+        let journal = self.journal.as_ref().map_or_else(
+            || serde_json::json!({ "open": false, "writable": false }),
+            |journal| {
+                serde_json::json!({
+                    "open": true,
+                    "writable": journal.writable(),
+                    "id": journal.id().as_str(),
+                    "write_failures": journal.write_failures(),
+                })
+            },
+        );
+        serde_json::json!({
+            "site": self.site.as_str(),
+            "policy": policy,
+            "links": links,
+            "journal": journal,
+        })
     }
 
     /// Attaches the link once it is bound (it needs the gateway first).
@@ -207,12 +267,20 @@ impl Gateway {
     }
 }
 
-/// Held by an RTSP session while it plays.
-pub(super) enum ViewHold {
-    /// A camera of this site: nothing to release.
-    Local,
-    /// An imported camera: the session at the camera's site, closed on drop.
-    Remote(#[expect(dead_code, reason = "held for its Drop, which sends ViewClose")] ViewGuard),
+/// Held by an RTSP session while it plays: the session at the camera's site (for an
+/// imported camera, closed on drop), and the journal record to end.
+pub(super) struct ViewHold {
+    #[expect(dead_code, reason = "held for its Drop, which sends ViewClose")]
+    remote: Option<ViewGuard>,
+    journal: Option<Journal>,
+    viewing: Viewing,
+    started: std::time::Instant,
+}
+
+impl Drop for ViewHold {
+    fn drop(&mut self) {
+        journal_end(self.journal.as_ref(), &self.viewing, self.started, "closed");
+    }
 }
 
 impl CameraDirectory for Gateway {
@@ -238,22 +306,60 @@ impl CameraDirectory for Gateway {
     }
 
     async fn open_view(&self, viewer: &Viewer, camera: &CameraId) -> Result<ViewHold, ViewRefusal> {
-        if self.local.contains_key(camera) {
-            return Ok(ViewHold::Local);
-        }
-        let (partner, _) = self.import_source(camera).ok_or(ViewRefusal::NotFound)?;
-        let link = self.link.get().ok_or(ViewRefusal::Unavailable)?;
-        let session = ViewingSession {
+        let mut viewing = Viewing {
+            session: new_session_id(),
+            role: SessionRole::Local,
+            camera: camera.to_string(),
+            partner: None,
+            origin: self.site.to_string(),
             agent: viewer.name.clone(),
-            kind: viewer.kind,
+            agent_kind: viewer_kind(viewer.kind),
             reason: None,
             intervention: None,
-            origin: self.site.clone(),
+            policy_serial: None,
+            grant: None,
+            basis: None,
         };
-        match link.open_view(partner, camera, session).await {
-            Ok(guard) => Ok(ViewHold::Remote(guard)),
-            Err(code) => Err(refusal(code)),
+        let remote = if self.local.contains_key(camera) {
+            None
+        } else {
+            let (partner, _) = self.import_source(camera).ok_or(ViewRefusal::NotFound)?;
+            viewing.role = SessionRole::Viewer;
+            viewing.partner = Some(partner.to_string());
+            let link = self.link.get().ok_or(ViewRefusal::Unavailable)?;
+            let session = ViewingSession {
+                agent: viewer.name.clone(),
+                kind: viewer.kind,
+                reason: None,
+                intervention: None,
+                origin: self.site.clone(),
+            };
+            match link.open_view(partner, camera, session).await {
+                Ok(guard) => Some(guard),
+                Err(code) => {
+                    self.journal_refusal(viewing, code);
+                    return Err(refusal(code));
+                }
+            }
+        };
+        // Before the first packet: no record, no viewing.
+        if let Err(code) = self.journal_append(Event::SessionOpened(viewing.clone())) {
+            self.journal_refusal(viewing, code);
+            return Err(refusal(code));
         }
+        Ok(ViewHold {
+            remote,
+            journal: self.journal.clone(),
+            viewing,
+            started: std::time::Instant::now(),
+        })
+    }
+}
+
+fn viewer_kind(kind: AgentKind) -> ViewerKind {
+    match kind {
+        AgentKind::Agent => ViewerKind::Agent,
+        AgentKind::Service => ViewerKind::Service,
     }
 }
 
@@ -345,18 +451,57 @@ impl CatalogProvider for Gateway {
         session: &ViewingSession,
     ) -> Result<(), ErrorCode> {
         let decided = self.decide(partner, camera, Some(session));
-        match &decided {
-            Ok((policy, grant)) => tracing::info!(
-                %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
-                reason = session.reason.as_deref().unwrap_or(""), origin = %session.origin,
-                basis = policy.policy.grants[*grant].basis.as_str(), "viewing session opened"
-            ),
-            Err(code) => tracing::info!(
-                %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
-                origin = %session.origin, refusal = code.as_str(), "viewing session refused"
-            ),
+        let mut viewing = Viewing {
+            session: new_session_id(),
+            role: SessionRole::Provider,
+            camera: camera.to_string(),
+            partner: Some(partner.to_string()),
+            origin: session.origin.to_string(),
+            agent: session.agent.clone(),
+            agent_kind: viewer_kind(session.kind),
+            reason: session.reason.clone(),
+            intervention: session.intervention.clone(),
+            policy_serial: self.policy().map(|verified| verified.policy.serial),
+            grant: None,
+            basis: None,
+        };
+        let (policy, grant) = match decided {
+            Ok(allowed) => allowed,
+            Err(code) => {
+                tracing::info!(
+                    %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
+                    origin = %session.origin, refusal = code.as_str(), "viewing session refused"
+                );
+                self.journal_refusal(viewing, code);
+                return Err(code);
+            }
+        };
+        let basis = policy.policy.grants[grant].basis.clone();
+        viewing.grant = u32::try_from(grant).ok();
+        viewing.basis = Some(basis.clone());
+        // Journaled before the first packet: no record, no viewing.
+        if let Err(code) = self.journal_append(Event::SessionOpened(viewing.clone())) {
+            self.journal_refusal(viewing, code);
+            return Err(code);
         }
-        decided.map(|_| ())
+        tracing::info!(
+            %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
+            reason = session.reason.as_deref().unwrap_or(""), origin = %session.origin,
+            %basis, session = %viewing.session, "viewing session opened"
+        );
+        lock(&self.provided)
+            .entry((
+                partner.clone(),
+                camera.clone(),
+                session.agent.clone(),
+                session.origin.clone(),
+            ))
+            .or_default()
+            .push(OpenSession {
+                id: viewing.session,
+                started: std::time::Instant::now(),
+            });
+        Ok(())
     }
 
     fn check_view(
@@ -375,11 +520,48 @@ impl CatalogProvider for Gateway {
         session: &ViewingSession,
         end: ViewEnd,
     ) {
+        let key = (
+            partner.clone(),
+            camera.clone(),
+            session.agent.clone(),
+            session.origin.clone(),
+        );
+        let open = {
+            let mut provided = lock(&self.provided);
+            let open = provided.get_mut(&key).and_then(Vec::pop);
+            if provided.get(&key).is_some_and(Vec::is_empty) {
+                provided.remove(&key);
+            }
+            open
+        };
         tracing::info!(%camera, %partner, agent = %session.agent, why = end.as_str(), "viewing session ended");
+        let Some(open) = open else { return };
+        let viewing = Viewing {
+            session: open.id,
+            role: SessionRole::Provider,
+            camera: camera.to_string(),
+            partner: Some(partner.to_string()),
+            origin: session.origin.to_string(),
+            agent: session.agent.clone(),
+            agent_kind: viewer_kind(session.kind),
+            reason: session.reason.clone(),
+            intervention: session.intervention.clone(),
+            policy_serial: None,
+            grant: None,
+            basis: None,
+        };
+        journal_end(self.journal.as_ref(), &viewing, open.started, end.as_str());
     }
 }
 
 impl Importer for Gateway {
+    fn checkpoint(&self, partner: &SiteId, checkpoint: crate::control::Checkpoint) {
+        let peer = crate::journal::PeerCheckpoint::from_wire(partner, &checkpoint);
+        if self.journal_append(Event::PeerCheckpoint(peer)).is_err() {
+            tracing::error!(%partner, "could not journal the partner's checkpoint");
+        }
+    }
+
     fn channel(&self, partner: &SiteId, camera: &CameraId) -> Option<Channel> {
         let (source, _) = self.import_source(camera)?;
         (source == partner).then(|| self.imported_channel(camera))
@@ -419,4 +601,37 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     // replaced whole.
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps hold whole entries: a panic elsewhere cannot leave one half-updated.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Journals the end of a session opened with `viewing`; a failure is logged (the
+/// session is over either way).
+fn journal_end(
+    journal: Option<&Journal>,
+    viewing: &Viewing,
+    started: std::time::Instant,
+    why: &str,
+) {
+    let ended = Event::SessionEnded(SessionEnded {
+        session: viewing.session.clone(),
+        camera: viewing.camera.clone(),
+        partner: viewing.partner.clone(),
+        origin: viewing.origin.clone(),
+        agent: viewing.agent.clone(),
+        intervention: viewing.intervention.clone(),
+        duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
+        packets: 0,
+        bytes: 0,
+        why: why.to_owned(),
+    });
+    let written = journal.map(|journal| journal.append(ended));
+    if !matches!(written, Some(Ok(_))) {
+        tracing::error!(session = %viewing.session, "the end of a viewing session could not be journaled");
+    }
 }

@@ -16,9 +16,13 @@ use crate::channel::{Channel, ChannelSettings};
 use crate::cli::Command;
 use crate::config::{Config, ConfigError, RtspSecret, UserKind};
 use crate::ingest::{IngestSettings, IngestTransport};
+use crate::journal::{
+    Event, Journal, JournalSettings, LinkDown, LinkUp, PolicyLoaded, PolicyRefused, ProcessStart,
+    ProcessStop, SystemClock,
+};
 use crate::link::{CatalogProvider, DialTarget, Importer, LinkHandle, LinkSettings, PartnerLink};
 use crate::management::{ManagementServer, Readiness};
-use crate::policy::{AgentKind, LastRefusal, PolicyRefusal, PolicyStore};
+use crate::policy::{AgentKind, LastRefusal, PolicyRefusal, PolicyStore, SigningKey};
 use crate::rtsp::{RtspServer, RtspSettings, RtspUser, Secret};
 use crate::tls::{LinkTls, PartnerTrust, TlsSettings};
 
@@ -60,6 +64,7 @@ pub fn main(command: Command) -> ExitCode {
         } => tools::keygen(&dir, &name, password_file.as_deref()),
         Command::Policy(command) => tools::policy_command(command),
         Command::Pki(command) => tools::pki_command(command),
+        Command::Audit(command) => tools::audit_command(command),
         Command::Demo {
             dir,
             ephemeral_ports,
@@ -161,11 +166,13 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
             ))
         })
         .collect();
+    let journal = open_journal(&config);
     let gateway = Arc::new(Gateway::new(
         config.site.id.clone(),
         local,
         imports,
         channel_settings,
+        journal.clone(),
     ));
     let policy = Arc::new(PolicyLoader::new(&config));
     {
@@ -173,10 +180,21 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         tokio::task::spawn_blocking(move || policy.reload(&gateway)).await?;
     }
     let _ = state.gateway.set(Arc::clone(&gateway));
+    let journal_task = journal
+        .clone()
+        .map(|journal| tokio::spawn(journal.run(wait_for(shutdown_rx.clone()))));
 
     let link = start_link(&config, &gateway)?;
+    let mut link_watchers = Vec::new();
     if let Some(link) = link {
         listeners.insert("quic", link.local_addr());
+        if let Some(journal) = &journal {
+            link_watchers = journal_links(&link, journal, &config);
+            link_watchers.push(tokio::spawn(send_checkpoints(
+                journal.subscribe_checkpoints(),
+                link.clone(),
+            )));
+        }
         gateway.attach_link(link);
     }
 
@@ -217,10 +235,21 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
 
     shutdown_signal().await;
     tracing::info!("stopping");
-    shutdown_tx.send_replace(true);
     if let Some(link) = gateway.link() {
         link.shutdown().await;
     }
+    for watcher in link_watchers {
+        watcher.abort();
+    }
+    if let Some(journal) = &journal
+        && let Err(error) = journal.append(Event::ProcessStop(ProcessStop {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            reason: "signal".to_owned(),
+        }))
+    {
+        tracing::error!(%error, "could not journal the stop");
+    }
+    shutdown_tx.send_replace(true);
     rtsp_task.await?;
     policy_task.await?;
     for ingest in ingests {
@@ -229,7 +258,133 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         }
     }
     management_task.await??;
+    if let Some(task) = journal_task {
+        // The journal closes last: every session's end is on record, then the final
+        // checkpoint is signed and fsynced.
+        match task.await? {
+            Ok(checkpoint) => tracing::info!(head = checkpoint.head_seq, "journal closed"),
+            Err(error) => tracing::error!(%error, "journal did not close cleanly"),
+        }
+    }
     Ok(())
+}
+
+/// Opens the access journal and records the start; `None` when it cannot be opened:
+/// the gateway still runs for local use, refuses every viewing session, and `/readyz`
+/// says not ready.
+fn open_journal(config: &Config) -> Option<Journal> {
+    let opened = SigningKey::from_file(&config.audit.journal_key, None)
+        .map_err(|error| {
+            format!(
+                "journal key {}: {error}",
+                config.audit.journal_key.display()
+            )
+        })
+        .and_then(|key| {
+            Journal::open(
+                JournalSettings::new(&config.audit.dir, config.audit.retention_days),
+                key,
+                Arc::new(SystemClock),
+            )
+            .map_err(|error| format!("journal {}: {error}", config.audit.dir.display()))
+        });
+    let journal = match opened {
+        Ok(journal) => journal,
+        Err(error) => {
+            tracing::error!(%error, "the access journal cannot be opened: viewing sessions are refused");
+            return None;
+        }
+    };
+    let trusted_keys = tools::read_trusted_keys(&config.policy.trusted_keys)
+        .map(|keys| keys.iter().map(|key| key.id().to_string()).collect())
+        .unwrap_or_default();
+    let start = Event::ProcessStart(ProcessStart {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        config_sha256: config.sha256_hex(),
+        trusted_keys,
+        signatures_required: u32::try_from(config.policy.signatures_required).unwrap_or(u32::MAX),
+    });
+    if let Err(error) = journal.append(start) {
+        tracing::error!(%error, "could not journal the start");
+    }
+    tracing::info!(journal = %journal.id(), dir = %config.audit.dir.display(), "access journal open");
+    Some(journal)
+}
+
+/// Journals each link's ups and downs, from the link's status.
+fn journal_links(
+    link: &LinkHandle,
+    journal: &Journal,
+    config: &Config,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    config
+        .partners
+        .iter()
+        .filter_map(|partner| link.watch_status(&partner.id))
+        .map(|mut status| {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                let mut was_up: Option<(String, String)> = None;
+                loop {
+                    let now = status.borrow_and_update().clone();
+                    let event = match (&was_up, now.connected) {
+                        (None, true) => {
+                            let address = now.remote.map(|a| a.to_string()).unwrap_or_default();
+                            was_up = Some((address.clone(), String::new()));
+                            Some(Event::LinkUp(LinkUp {
+                                peer: now.partner.to_string(),
+                                certificate_sha256: now
+                                    .certificate_sha256
+                                    .clone()
+                                    .unwrap_or_default(),
+                                address,
+                                direction: now.direction.map(|d| format!("{d:?}").to_lowercase()),
+                            }))
+                        }
+                        (Some((address, _)), false) => {
+                            let event = Event::LinkDown(LinkDown {
+                                peer: now.partner.to_string(),
+                                address: Some(address.clone()),
+                                why: "closed".to_owned(),
+                            });
+                            was_up = None;
+                            Some(event)
+                        }
+                        _ => None,
+                    };
+                    if let Some(event) = event
+                        && let Err(error) = journal.append(event)
+                    {
+                        tracing::error!(%error, "could not journal a link change");
+                    }
+                    if status.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Sends each new checkpoint of our journal to every partner (which journals it) and
+/// to the log (syslog under systemd).
+async fn send_checkpoints(
+    mut checkpoints: watch::Receiver<Option<crate::journal::Checkpoint>>,
+    link: LinkHandle,
+) {
+    while checkpoints.changed().await.is_ok() {
+        let Some(checkpoint) = checkpoints.borrow_and_update().clone() else {
+            continue;
+        };
+        tracing::info!(target: "passerelle::journal::checkpoint", "{}", checkpoint.syslog_line());
+        link.send_checkpoint(&crate::control::Checkpoint {
+            journal_id: checkpoint.journal.to_string(),
+            sequence: checkpoint.head_seq,
+            head_hash: *checkpoint.head_hash.as_bytes(),
+            time: checkpoint.at,
+            signature: checkpoint.signature.0,
+        });
+    }
 }
 
 /// The policy store and what it needs to reload: the paths and trusted keys of
@@ -255,6 +410,12 @@ impl PolicyLoader {
             signatures_required: config.policy.signatures_required,
             site: config.site.id.clone(),
         }
+    }
+
+    fn trusted_key_ids(&self) -> Vec<String> {
+        tools::read_trusted_keys(&self.trusted_keys)
+            .map(|keys| keys.iter().map(|key| key.id().to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// Reads, verifies and admits the configured policy (start and SIGHUP): on success
@@ -299,12 +460,37 @@ impl PolicyLoader {
                 metrics::gauge!("passerelle_policy_serial").set(policy.serial as f64);
                 metrics::gauge!("passerelle_policy_valid_until_timestamp_seconds")
                     .set(policy.valid_until.as_second() as f64);
+                if let Some(journal) = gateway.journal() {
+                    let loaded_event = Event::PolicyLoaded(PolicyLoaded {
+                        serial: policy.serial,
+                        sha256: loaded.policy.digest().to_string(),
+                        signers: signers.clone(),
+                        valid_until: policy.valid_until,
+                        trusted_keys: self.trusted_key_ids(),
+                        signatures_required: u32::try_from(self.signatures_required)
+                            .unwrap_or(u32::MAX),
+                    });
+                    if let Err(error) = journal.append(loaded_event) {
+                        tracing::error!(%error, "could not journal the policy");
+                    }
+                }
                 gateway.apply_policy(loaded.policy);
             }
             Err((error, reason)) => {
                 metrics::counter!("passerelle_policy_reload_failures_total", "reason" => reason)
                     .increment(1);
                 tracing::error!(%error, reason, "policy refused; the policy in force stays");
+                if let Some(journal) = gateway.journal()
+                    && let Err(journal_error) =
+                        journal.append(Event::PolicyRefused(PolicyRefused {
+                            serial: None,
+                            sha256: None,
+                            signers: Vec::new(),
+                            error: error.clone(),
+                        }))
+                {
+                    tracing::error!(%journal_error, "could not journal the refusal");
+                }
                 gateway.policy_refused(LastRefusal {
                     reason,
                     message: error,
@@ -556,7 +742,12 @@ impl GatewayState {
 
 impl Readiness for GatewayState {
     fn ready(&self) -> bool {
-        self.ready.load(std::sync::atomic::Ordering::Acquire)
+        let journal_writable = self
+            .gateway
+            .get()
+            .and_then(|gateway| gateway.journal().map(Journal::writable))
+            .unwrap_or(false);
+        self.ready.load(std::sync::atomic::Ordering::Acquire) && journal_writable
     }
 
     fn details(&self) -> serde_json::Value {

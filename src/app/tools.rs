@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::{PkiCommand, PolicyCommand};
+use crate::cli::{AuditCommand, ExportFormat, PkiCommand, PolicyCommand};
 use crate::config::Config;
 use crate::ids::SiteId;
 use crate::pki;
@@ -343,6 +343,79 @@ fn install_policy(config: &Config, source: &Path) -> ExitCode {
         Err(error) => {
             eprintln!("policy {error}");
             ExitCode::from(EXIT_POLICY)
+        }
+    }
+}
+
+/// `passerelle audit ...`.
+pub(super) fn audit_command(command: AuditCommand) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match command {
+        AuditCommand::Verify { dir, key } => {
+            let report = TrustedKey::from_file(&key)
+                .map_err(|error| error.to_string())
+                .and_then(|key| {
+                    crate::journal::verify(&dir, &key).map_err(|error| error.to_string())
+                });
+            match report {
+                Ok(report) => {
+                    println!("{report}");
+                    if report.is_intact() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Show {
+            dir,
+            camera,
+            partner,
+            agent,
+            intervention,
+            since,
+            until,
+        } => {
+            let camera = match camera
+                .map(|c| c.parse::<crate::ids::CameraPattern>())
+                .transpose()
+            {
+                Ok(camera) => camera,
+                Err(error) => {
+                    eprintln!("--camera: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let filter = crate::journal::Filter {
+                camera,
+                partner,
+                agent,
+                intervention,
+                since,
+                until,
+            };
+            match crate::journal::show(&dir, &filter, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Export { dir, format } => {
+            let ExportFormat::Csv = format;
+            match crate::journal::export_csv(&dir, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -1,0 +1,345 @@
+//! Governance end to end: what the access journal proves after real viewing, and a
+//! policy withdrawal that cuts a live stream while a still-granted one plays on.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use passerelle::demo::{CSU_OPERATOR, MetzKit, sncf_policy};
+use support::metz::{loopback_listeners, start_site, wait_for_log_line};
+use support::{Gateway, Transport, ffprobe_count_frames, run_bounded};
+
+const BIN: &str = env!("CARGO_BIN_EXE_passerelle");
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Chain {
+    kit: MetzKit,
+    _camsim: Gateway,
+    sncf: Gateway,
+    csu: Gateway,
+}
+
+fn chain() -> Chain {
+    let kit = MetzKit::new().expect("kit");
+    let camsim = Gateway::camsim(&[]);
+    let sncf = start_site(
+        &kit.sncf(loopback_listeners(), camsim.addr("rtsp"))
+            .expect("sncf"),
+        &[],
+    );
+    let csu = start_site(
+        &kit.csu(loopback_listeners(), sncf.addr("quic"))
+            .expect("csu"),
+        &[],
+    );
+    wait_for_log_line(&csu, "CSU", |l| {
+        l.contains("partner catalog received") && !l.contains("cameras=0")
+    });
+    Chain {
+        kit,
+        _camsim: camsim,
+        sncf,
+        csu,
+    }
+}
+
+fn csu_url(chain: &Chain, camera: &str) -> String {
+    let (user, password) = CSU_OPERATOR;
+    format!(
+        "rtsp://{user}:{password}@{}/{camera}",
+        chain.csu.addr("rtsp")
+    )
+}
+
+fn passerelle(args: &[&str]) -> support::CommandOutput {
+    run_bounded(BIN, args, Duration::from_secs(20)).expect("passerelle runs")
+}
+
+#[test]
+fn the_journal_proves_who_watched_what_and_detects_an_edit() {
+    let mut chain = chain();
+    let report = ffprobe_count_frames(
+        &csu_url(&chain, "sncf/metz-ville/quai-1"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect("a granted camera plays");
+    assert!(report.frames >= 50, "{report:?}");
+    // A refused viewing is on record too.
+    ffprobe_count_frames(
+        &csu_url(&chain, "sncf/poste-de-commande/salle"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect_err("not granted");
+    // Stopped by SIGTERM: every session's end and a final checkpoint are written.
+    chain.csu.stop();
+    chain.sncf.stop();
+
+    let sncf_audit = chain.sncf.dir().join("audit");
+    let sncf_key = chain.sncf.dir().join("journal.pub");
+    let verified = passerelle(&[
+        "audit",
+        "verify",
+        sncf_audit.to_str().expect("utf-8"),
+        "-p",
+        sncf_key.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        verified.status.success(),
+        "{}\n{}",
+        verified.stdout,
+        verified.stderr
+    );
+    println!("SNCF audit verify:\n{}", verified.stdout);
+
+    let register = passerelle(&[
+        "audit",
+        "export",
+        sncf_audit.to_str().expect("utf-8"),
+        "--format",
+        "csv",
+    ]);
+    assert!(register.status.success(), "{}", register.stderr);
+    println!("SNCF access register:\n{}", register.stdout);
+    let row = register
+        .stdout
+        .lines()
+        .find(|l| l.contains("metz-ville/quai-1"))
+        .unwrap_or_else(|| panic!("no row for the camera:\n{}", register.stdout));
+    for field in [
+        "csu.metz.example",
+        "operateur",
+        "Code des transports L1632-2",
+        ",closed",
+    ] {
+        assert!(row.contains(field), "{field} missing from {row}");
+    }
+    assert!(
+        !register.stdout.contains("poste-de-commande"),
+        "a refused viewing is no register row"
+    );
+
+    // The CSU's own journal records its agent as a viewer of the SNCF camera.
+    let csu_audit = chain.csu.dir().join("audit");
+    let shown = passerelle(&[
+        "audit",
+        "show",
+        csu_audit.to_str().expect("utf-8"),
+        "--agent",
+        "operateur",
+    ]);
+    assert!(shown.status.success(), "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains("\"role\":\"viewer\"")
+            && shown.stdout.contains("sncf/metz-ville/quai-1"),
+        "{}",
+        shown.stdout
+    );
+
+    // Edit one record of the SNCF journal: verify names it.
+    let file = std::fs::read_dir(&sncf_audit)
+        .expect("audit dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("a journal file");
+    let text = std::fs::read_to_string(&file).expect("journal");
+    let edited = text.replacen("\"agent\":\"operateur\"", "\"agent\":\"quelqu-un\"", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&file, edited).expect("edit");
+    let verified = passerelle(&[
+        "audit",
+        "verify",
+        sncf_audit.to_str().expect("utf-8"),
+        "-p",
+        sncf_key.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        !verified.status.success(),
+        "an edited journal verified:\n{}",
+        verified.stdout
+    );
+    println!("after an edit:\n{}", verified.stdout);
+}
+
+/// Reads a live stream with ffprobe, stamping each packet's arrival in wall-clock time.
+struct Watcher {
+    child: std::process::Child,
+    arrivals: Arc<Mutex<Vec<SystemTime>>>,
+}
+
+impl Watcher {
+    fn start(url: &str) -> Watcher {
+        let mut child = Command::new("stdbuf")
+            .args([
+                "-oL",
+                "ffprobe",
+                "-v",
+                "error",
+                "-rtsp_transport",
+                "tcp",
+                "-show_entries",
+                "packet=pts_time",
+                "-of",
+                "csv=p=0",
+                url,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffprobe");
+        let stdout = child.stdout.take().expect("stdout");
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&arrivals);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if line.is_err() {
+                    return;
+                }
+                sink.lock().expect("arrivals").push(SystemTime::now());
+            }
+        });
+        Watcher { child, arrivals }
+    }
+
+    fn count(&self) -> usize {
+        self.arrivals.lock().expect("arrivals").len()
+    }
+
+    fn last(&self) -> Option<SystemTime> {
+        self.arrivals.lock().expect("arrivals").last().copied()
+    }
+
+    fn wait_for(&self, packets: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count() < packets {
+            assert!(
+                Instant::now() < deadline,
+                "only {} packets within {within:?}",
+                self.count()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The time of the first journal record of `kind` with `serial`, from the journal files.
+fn journal_time(site: &Gateway, kind: &str, serial: u64) -> SystemTime {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit = site.dir().join("audit");
+        for entry in std::fs::read_dir(&audit)
+            .expect("audit dir")
+            .filter_map(Result::ok)
+        {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in text.lines() {
+                let record: serde_json::Value = match serde_json::from_str(line) {
+                    Ok(record) => record,
+                    Err(_) => continue,
+                };
+                if record["kind"] == kind && record["serial"] == serial {
+                    let time: jiff::Timestamp = record["time"]
+                        .as_str()
+                        .expect("time")
+                        .parse()
+                        .expect("RFC 3339");
+                    return SystemTime::UNIX_EPOCH
+                        + Duration::from_nanos(time.as_nanosecond() as u64);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} record for serial {serial}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_withdrawn_grant_stops_its_stream_within_a_second_and_the_rest_plays_on() {
+    let chain = chain();
+    let withdrawn = Watcher::start(&csu_url(&chain, "sncf/metz-ville/quai-1"));
+    let kept = Watcher::start(&csu_url(&chain, "sncf/woippy/quai-1"));
+    withdrawn.wait_for(100, CLIENT_TIMEOUT);
+    kept.wait_for(100, CLIENT_TIMEOUT);
+
+    // Serial 2 keeps Woippy, Ars and Peltre and withdraws Metz Ville and Metz Nord.
+    let narrowed = sncf_policy().replace("serial = 1", "serial = 2").replace(
+        "cameras = [\"metz-ville/**\", \"metz-nord/**\"]",
+        "cameras = [\"metz-nord/**\"]",
+    );
+    let staging = chain.sncf.dir().join("incoming");
+    std::fs::create_dir_all(&staging).expect("staging");
+    for (name, bytes) in chain.kit.signed_sncf_policy(&narrowed).expect("signed") {
+        std::fs::write(staging.join(name), bytes).expect("write");
+    }
+    let config = chain.sncf.dir().join("passerelle.toml");
+    let installed = passerelle(&[
+        "policy",
+        "install",
+        staging.to_str().expect("utf-8"),
+        "-c",
+        config.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        installed.status.success(),
+        "{}\n{}",
+        installed.stdout,
+        installed.stderr
+    );
+    chain.sncf.signal("HUP");
+
+    let applied = journal_time(&chain.sncf, "policy_loaded", 2);
+    let kept_before = kept.count();
+    // Bounded wait for the withdrawn stream to go quiet, then two more seconds to see
+    // that it stays quiet and that the kept one does not.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while withdrawn.last().is_some_and(|last| {
+        SystemTime::now().duration_since(last).unwrap_or_default() < Duration::from_millis(1500)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the withdrawn stream never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let last = withdrawn.last().expect("packets arrived");
+    // Signed: the record's time has millisecond precision and is written just before
+    // the policy is put in force, so a last packet in the same millisecond is possible.
+    let cut_ms = match last.duration_since(applied) {
+        Ok(after) => after.as_secs_f64() * 1000.0,
+        Err(before) => -before.duration().as_secs_f64() * 1000.0,
+    };
+    println!("withdrawal: last packet {cut_ms:.1} ms after the journal's policy_loaded record");
+    assert!(
+        cut_ms < 1000.0,
+        "the last packet came {cut_ms:.1} ms after the policy was applied"
+    );
+    kept.wait_for(kept_before + 25, Duration::from_secs(5));
+    println!(
+        "still-granted stream: {} packets after the reload",
+        kept.count() - kept_before
+    );
+
+    // Narrowed catalog: the withdrawn camera is now unknown at the CSU.
+    let error = ffprobe_count_frames(
+        &csu_url(&chain, "sncf/metz-ville/quai-1"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect_err("withdrawn");
+    assert!(error.contains("404"), "{error}");
+}

@@ -343,3 +343,73 @@ fn a_withdrawn_grant_stops_its_stream_within_a_second_and_the_rest_plays_on() {
     .expect_err("withdrawn");
     assert!(error.contains("404"), "{error}");
 }
+
+#[test]
+fn a_revoked_partner_certificate_closes_its_link_at_the_next_sighup() {
+    let kit = MetzKit::new().expect("kit");
+    let camsim = Gateway::camsim(&[]);
+    let validity =
+        passerelle::pki::Validity::days_from(jiff::Timestamp::now(), 30).expect("validity");
+    let mut sncf_files = kit
+        .sncf(loopback_listeners(), camsim.addr("rtsp"))
+        .expect("sncf");
+    // A CRL from the CSU's CA, revoking nothing yet, is configured from the start.
+    let empty = passerelle::pki::revoke(kit.eurometropole_ca(), &[], validity).expect("crl");
+    sncf_files
+        .files
+        .push(("tls/partners.crl".into(), empty.into_bytes()));
+    sncf_files.config = sncf_files.config.replacen(
+        "ca = \"tls/ca.pem\"\n",
+        "ca = \"tls/ca.pem\"\ncrl = \"tls/partners.crl\"\n",
+        1,
+    );
+    let sncf = start_site(&sncf_files, &[]);
+    let csu_files = kit
+        .csu(loopback_listeners(), sncf.addr("quic"))
+        .expect("csu");
+    let csu = start_site(&csu_files, &[]);
+    wait_for_log_line(&csu, "CSU", |l| {
+        l.contains("partner catalog received") && !l.contains("cameras=0")
+    });
+    let (user, password) = CSU_OPERATOR;
+    let watcher = Watcher::start(&format!(
+        "rtsp://{user}:{password}@{}/sncf/metz-ville/quai-1",
+        csu.addr("rtsp")
+    ));
+    watcher.wait_for(50, CLIENT_TIMEOUT);
+
+    let csu_cert = csu_files
+        .files
+        .iter()
+        .find(|(path, _)| path == "tls/site.pem")
+        .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
+        .expect("the CSU certificate");
+    let serial = passerelle::pki::Serial::of_certificate_pem(&csu_cert).expect("serial");
+    let revoked =
+        passerelle::pki::revoke(kit.eurometropole_ca(), &[serial], validity).expect("crl");
+    std::fs::write(sncf.dir().join("tls/partners.crl"), revoked).expect("write the CRL");
+    let hup = SystemTime::now();
+    sncf.signal("HUP");
+
+    let closed = wait_for_log_line(&sncf, "SNCF", |l| {
+        l.contains("revoked") && l.contains("csu.metz.example")
+    });
+    println!("SNCF: {closed}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watcher.last().is_some_and(|last| {
+        SystemTime::now().duration_since(last).unwrap_or_default() < Duration::from_millis(1500)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the revoked partner's stream never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "revocation: link closed and stream stopped within {:?} of SIGHUP",
+        hup.elapsed()
+    );
+    // It cannot come back: the CSU's new handshakes are refused.
+    let refused = wait_for_log_line(&csu, "CSU", |l| l.contains("dialling partner failed"));
+    println!("CSU: {refused}");
+}

@@ -49,8 +49,7 @@ fuzz_target!(|data: &[u8]| {
             patterns.push(p);
         }
         if let Some(w) = round_trip::<HoursWindow>(line) {
-            assert!(w.start_minute() < 1440 && (1..=1440).contains(&w.end_minute()));
-            assert_ne!(w.start_minute(), w.end_minute());
+            check_window(w);
         }
     }
 
@@ -76,6 +75,30 @@ where
     let again: T = shown.parse().ok().expect("printed text parses");
     assert_eq!(again, value);
     Some(value)
+}
+
+/// `HoursWindow`'s doc: start inclusive, end exclusive, an end before the start
+/// crosses midnight. An end of `00:00` is midnight at the end of the day (the tests
+/// have `23:59-00:00` with end minute 0, whatever the field doc says).
+fn check_window(w: HoursWindow) {
+    let (start, end) = (u32::from(w.start_minute()), u32::from(w.end_minute()));
+    assert!(start < 1440 && end <= 1440 && start != end, "{w}");
+    let end_of_day = if end == 0 { 1440 } else { end };
+    assert_eq!(w.crosses_midnight(), end < start, "{w}");
+    let inside = |second: u32| {
+        let (s, e) = (start * 60, end_of_day * 60);
+        if s < e {
+            s <= second && second < e
+        } else {
+            second >= s || second < e
+        }
+    };
+    for minute in [start, end_of_day, 0, 1439] {
+        for second in [(minute * 60).saturating_sub(1), minute * 60] {
+            let second = second.min(86_399);
+            assert_eq!(w.contains_second_of_day(second), inside(second), "{w} at {second} s");
+        }
+    }
 }
 
 /// Pattern semantics from `CameraPattern`'s doc, by backtracking: a literal matches

@@ -18,7 +18,7 @@ use crate::config::{Config, ConfigError, RtspSecret, UserKind};
 use crate::ingest::{IngestSettings, IngestTransport};
 use crate::journal::{
     Event, Journal, JournalSettings, LinkDown, LinkUp, PolicyLoaded, PolicyRefused, ProcessStart,
-    ProcessStop, SystemClock,
+    ProcessStop, SystemClock, TlsItem, TlsReloaded,
 };
 use crate::link::{CatalogProvider, DialTarget, Importer, LinkHandle, LinkSettings, PartnerLink};
 use crate::management::{ManagementServer, Readiness};
@@ -210,6 +210,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     let policy_task = tokio::spawn(watch_policy(
         policy,
         Arc::clone(&gateway),
+        Arc::new(config.clone()),
         shutdown_rx.clone(),
     ));
 
@@ -506,6 +507,7 @@ impl PolicyLoader {
 async fn watch_policy(
     loader: Arc<PolicyLoader>,
     gateway: Arc<Gateway>,
+    config: Arc<Config>,
     shutdown: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -523,9 +525,14 @@ async fn watch_policy(
         tokio::select! {
             _ = wait_for(shutdown.clone()) => return,
             Some(()) = async { match hangups.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                tracing::info!("SIGHUP: reloading the policy");
-                let (loader, gateway) = (Arc::clone(&loader), Arc::clone(&gateway));
-                if let Err(error) = tokio::task::spawn_blocking(move || loader.reload(&gateway)).await {
+                tracing::info!("SIGHUP: reloading the policy, certificates, keys and CRLs");
+                let (loader, gateway, config) =
+                    (Arc::clone(&loader), Arc::clone(&gateway), Arc::clone(&config));
+                let reloaded = tokio::task::spawn_blocking(move || {
+                    loader.reload(&gateway);
+                    reload_link_tls(&config, &gateway);
+                });
+                if let Err(error) = reloaded.await {
                     tracing::error!(%error, "policy reload task failed");
                 }
             }
@@ -534,11 +541,9 @@ async fn watch_policy(
     }
 }
 
-/// Binds the link when the site has partners (a site without any shares nothing).
-fn start_link(config: &Config, gateway: &Arc<Gateway>) -> anyhow::Result<Option<LinkHandle>> {
-    if config.partners.is_empty() {
-        return Ok(None);
-    }
+/// Reads our certificate, key and CA, the partners' CAs and the CRLs, and exports
+/// their expiry dates.
+fn load_link_tls(config: &Config) -> Result<LinkTls, crate::tls::TlsError> {
     let trust: Vec<PartnerTrust> = config
         .partners
         .iter()
@@ -548,17 +553,65 @@ fn start_link(config: &Config, gateway: &Arc<Gateway>) -> anyhow::Result<Option<
             allow_any_ca: partner.allow_any_ca,
         })
         .collect();
-    let tls_settings = TlsSettings {
+    let settings = TlsSettings {
         cert: config.tls.cert.clone(),
         key: config.tls.key.clone(),
         ca: config.tls.ca.clone(),
         crl: config.tls.crl.iter().cloned().collect(),
     };
-    let tls = LinkTls::load(&config.site.id, &tls_settings, &trust).context("loading [tls]")?;
+    let tls = LinkTls::load(&config.site.id, &settings, &trust)?;
     for expiry in tls.expiries() {
         metrics::gauge!("passerelle_tls_cert_expiry_timestamp_seconds", "cert" => expiry.cert.clone())
             .set(expiry.not_after as f64);
     }
+    Ok(tls)
+}
+
+/// SIGHUP for the link: certificates, keys, CAs and CRLs are read again; new handshakes
+/// use them and every live link is identified again (a revoked, expired or removed
+/// partner is closed). On error the current ones stay.
+fn reload_link_tls(config: &Config, gateway: &Gateway) {
+    let Some(link) = gateway.link() else { return };
+    let item = |error: Option<String>| {
+        Event::TlsReloaded(TlsReloaded {
+            item: TlsItem::Certificate,
+            path: config.tls.cert.display().to_string(),
+            sha256: None,
+            not_after: None,
+            error,
+        })
+    };
+    let event = match load_link_tls(config) {
+        Ok(tls) => {
+            tracing::info!("certificates, keys and CRLs reloaded; live links re-checked");
+            let own = tls.own_certificate().clone();
+            link.tls_reloaded(Arc::new(tls));
+            Event::TlsReloaded(TlsReloaded {
+                item: TlsItem::Certificate,
+                path: config.tls.cert.display().to_string(),
+                sha256: Some(own.sha256.clone()),
+                not_after: jiff::Timestamp::from_second(own.not_after).ok(),
+                error: None,
+            })
+        }
+        Err(error) => {
+            tracing::error!(%error, "TLS reload refused; the current certificates stay");
+            item(Some(error.to_string()))
+        }
+    };
+    if let Some(journal) = gateway.journal()
+        && let Err(error) = journal.append(event)
+    {
+        tracing::error!(%error, "could not journal the TLS reload");
+    }
+}
+
+/// Binds the link when the site has partners (a site without any shares nothing).
+fn start_link(config: &Config, gateway: &Arc<Gateway>) -> anyhow::Result<Option<LinkHandle>> {
+    if config.partners.is_empty() {
+        return Ok(None);
+    }
+    let tls = load_link_tls(config).context("loading [tls]")?;
     let partners = config
         .partners
         .iter()

@@ -18,6 +18,7 @@
 //! - `channel`: the per-camera fan-out: keyframe cache, bounded sink queues, keyframe requests.
 //! - `metrics`: the Prometheus recorder and the description of every metric.
 //! - `journal`: the audit journal: hash-chained JSON Lines files, signed checkpoints, the access register.
+//! - `interventions`: agents' open interventions, which give their viewing sessions a reason.
 //!
 //! Layer 2, I/O adapters:
 //! - `ingest`: pulls cameras over RTSP (retina), on demand or always on.
@@ -45,6 +46,7 @@ pub mod control;
 pub mod demo;
 pub mod ids;
 pub mod ingest;
+pub mod interventions;
 pub mod journal;
 pub mod link;
 pub mod management;

@@ -89,6 +89,22 @@ fn describe() {
         "Expiry (Unix time) of our certificate, our CA and each partner's CA."
     );
     describe_counter!(
+        "passerelle_journal_records_total",
+        "Records written to the access journal, by kind."
+    );
+    describe_counter!(
+        "passerelle_journal_write_failures_total",
+        "Journal writes that failed (disk full, I/O error): viewing sessions are refused."
+    );
+    describe_gauge!(
+        "passerelle_journal_writable",
+        "1 while the access journal accepts records, 0 otherwise."
+    );
+    describe_gauge!(
+        "passerelle_policy_trusted_keys_info",
+        "1 per trusted policy key (key id), with the number of signatures required."
+    );
+    describe_counter!(
         "passerelle_rtsp_requests_total",
         "RTSP requests answered, by method and status."
     );

@@ -109,6 +109,25 @@ fn a_granted_camera_plays_at_the_csu_over_tcp_and_udp_and_the_agent_reaches_the_
     assert_eq!(body["details"]["links"][0]["connected"], true, "{body}");
 
     let sncf_metrics = metrics(&chain.sncf);
+    // The exposition is valid for Prometheus (names, HELP, types, units).
+    for (site, text) in [("SNCF", &sncf_metrics), ("CSU", &metrics(&chain.csu))] {
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool is installed (scripts/test installs prometheus)");
+        std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), text.as_bytes())
+            .expect("feed promtool");
+        let out = promtool.wait_with_output().expect("promtool ran");
+        assert!(
+            out.status.success(),
+            "{site}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let forwarded = metric(
         &sncf_metrics,
         "passerelle_forwarded_packets_total",

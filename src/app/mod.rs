@@ -404,6 +404,17 @@ impl PolicyLoader {
             metrics::counter!("passerelle_policy_reload_failures_total", "reason" => reason)
                 .absolute(0);
         }
+        let required = config.policy.signatures_required.to_string();
+        if let Ok(keys) = tools::read_trusted_keys(&config.policy.trusted_keys) {
+            for key in keys {
+                metrics::gauge!(
+                    "passerelle_policy_trusted_keys_info",
+                    "key" => key.id().to_string(),
+                    "required" => required.clone()
+                )
+                .set(1.0);
+            }
+        }
         PolicyLoader {
             store: std::sync::Mutex::new(PolicyStore::new(&config.site.state_dir)),
             file: config.policy.file.clone(),

@@ -421,3 +421,43 @@ fn a_revoked_partner_certificate_closes_its_link_at_the_next_sighup() {
     let refused = wait_for_log_line(&csu, "CSU", |l| l.contains("dialling partner failed"));
     println!("CSU: {refused}");
 }
+
+#[test]
+fn without_a_writable_journal_no_viewing_session_starts_and_readyz_says_so() {
+    let kit = MetzKit::new().expect("kit");
+    let camsim = Gateway::camsim(&[]);
+    let mut sncf_files = kit
+        .sncf(loopback_listeners(), camsim.addr("rtsp"))
+        .expect("sncf");
+    // A directory no process can create files in.
+    sncf_files.config = sncf_files
+        .config
+        .replace("dir = \"audit\"", "dir = \"/proc/passerelle-audit\"");
+    let sncf = start_site(&sncf_files, &[]);
+    let csu = start_site(
+        &kit.csu(loopback_listeners(), sncf.addr("quic"))
+            .expect("csu"),
+        &[],
+    );
+    wait_for_log_line(&csu, "CSU", |l| {
+        l.contains("partner catalog received") && !l.contains("cameras=0")
+    });
+
+    let ready = support::http_get(sncf.addr("management"), "/readyz", Duration::from_secs(5))
+        .expect("readyz");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(ready.body.contains("\"writable\":false"), "{}", ready.body);
+
+    let (user, password) = CSU_OPERATOR;
+    let url = format!(
+        "rtsp://{user}:{password}@{}/sncf/metz-ville/quai-1",
+        csu.addr("rtsp")
+    );
+    let error = ffprobe_count_frames(&url, Transport::Tcp, CLIENT_TIMEOUT)
+        .expect_err("no journal, no viewing");
+    assert!(error.contains("503"), "{error}");
+    let refused = wait_for_log_line(&sncf, "SNCF", |l| {
+        l.contains("viewing session refused") && l.contains("journal_unavailable")
+    });
+    println!("refused without a journal: {refused}");
+}

@@ -186,6 +186,28 @@ pub struct Restrictions {
     pub grant_end: Option<Timestamp>,
 }
 
+impl Restrictions {
+    /// The features a peer must have declared to receive a camera under these
+    /// restrictions: `onward` for a non-empty onward list, `on_request`, `grant_end`.
+    /// A site re-sharing an imported camera requires `onward` even for an empty list
+    /// (the upstream's "re-share to nobody" must be enforced too); only it knows that.
+    pub fn required_features(&self) -> impl Iterator<Item = Feature> + '_ {
+        [
+            (!self.onward.is_empty(), Feature::Onward),
+            (self.on_request, Feature::OnRequest),
+            (self.grant_end.is_some(), Feature::GrantEnd),
+        ]
+        .into_iter()
+        .filter_map(|(needed, feature)| needed.then_some(feature))
+    }
+
+    /// Whether a peer that declared `features` enforces every one of these
+    /// restrictions; a camera it would not enforce is withheld, never sent unrestricted.
+    pub fn enforced_by(&self, features: &[Feature]) -> bool {
+        self.required_features().all(|f| features.contains(&f))
+    }
+}
+
 /// Asks for a stream of one camera (in the provider's ids).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {

@@ -734,3 +734,41 @@ async fn reader_reports_a_stream_cut_inside_a_message() {
         "{result:?}"
     );
 }
+
+#[test]
+fn each_restriction_needs_the_feature_that_enforces_it() {
+    let none = Restrictions::default();
+    assert_eq!(none.required_features().count(), 0);
+    assert!(none.enforced_by(&[]));
+
+    let all = catalog_camera("metz-ville/quai-1").restrictions;
+    assert_eq!(
+        all.required_features().collect::<Vec<_>>(),
+        vec![Feature::Onward, Feature::OnRequest, Feature::GrantEnd]
+    );
+    assert!(all.enforced_by(&Feature::ALL));
+    for missing in Feature::ALL {
+        let declared: Vec<Feature> = Feature::ALL.into_iter().filter(|f| *f != missing).collect();
+        assert!(!all.enforced_by(&declared), "{missing:?} not declared");
+    }
+
+    // Each restriction alone needs exactly its own feature.
+    let onward = Restrictions {
+        onward: vec![site("ccor.metz.example")],
+        ..Restrictions::default()
+    };
+    assert!(onward.enforced_by(&[Feature::Onward]));
+    assert!(!onward.enforced_by(&[Feature::OnRequest, Feature::GrantEnd]));
+    let on_request = Restrictions {
+        on_request: true,
+        ..Restrictions::default()
+    };
+    assert!(on_request.enforced_by(&[Feature::OnRequest]));
+    assert!(!on_request.enforced_by(&[Feature::Onward]));
+    let grant_end = Restrictions {
+        grant_end: Some(Timestamp::from_second(1_801_000_000).unwrap()),
+        ..Restrictions::default()
+    };
+    assert!(grant_end.enforced_by(&[Feature::GrantEnd]));
+    assert!(!grant_end.enforced_by(&[Feature::Onward, Feature::OnRequest]));
+}

@@ -26,7 +26,11 @@
 //!    by `handshake_timeout`.
 //! 4. Both sides send a `Catalog` of what their policy grants the other (possibly
 //!    empty), and a `CatalogUpdate` after every [`LinkHandle::policy_changed`]. The
-//!    peer's first message after `Hello` must be its `Catalog`.
+//!    peer's first message after `Hello` must be its `Catalog`. A camera whose
+//!    restrictions need a feature the peer did not declare in its `Hello` is withheld
+//!    ([`Restrictions::enforced_by`](crate::control::Restrictions::enforced_by)), by the
+//!    provider and again by the link, and the peer may subscribe only to cameras of the
+//!    last catalog it was sent: a withheld camera is `NOT_GRANTED` even by its id.
 //! 5. Steady state, in both directions at once (each side may provide and import):
 //!    - the importing side sends `Subscribe {camera}` once per camera (ONE stream per
 //!      camera per link, however many viewers); the provider asks
@@ -38,6 +42,13 @@
 //!      `ViewAnswer`. **No packet of a camera crosses before at least one viewing
 //!      session on it is allowed**: the provider subscribes to the camera's channel on
 //!      the first allowed view and stops at the last `ViewClose`;
+//!    - a re-shared camera's session is carried on hop by hop: the provider's decision
+//!      is pending ([`ViewDecision::Relayed`]) while the same session (agent, kind,
+//!      reason, intervention, origin) is opened at the camera's own site over our link
+//!      with it; `ViewAnswer` goes back only once that site answered. The upstream
+//!      [`ViewGuard`] is held while the session lives; when the upstream ends it, the
+//!      session is revoked here too (a second `ViewAnswer`), and when the session
+//!      closes here, the guard's drop closes it upstream;
 //!    - the provider revokes a view it allowed by sending a second `ViewAnswer` with a
 //!      refusal (ViewClose ids always name the *sender's* views), and ends a whole
 //!      stream with `StreamEnded {code}`; the importer ends with `Unsubscribe` once its
@@ -112,7 +123,13 @@ use crate::tls::{self, Direction, LinkTls, PeerIdentity, PeerRefusal};
 use partner::{Command, PartnerTask};
 
 /// What this site offers a partner. The composition layer implements it with the policy
-/// store, the journal and the camera channels; every call is synchronous and quick.
+/// store, the journal and the camera channels; every call is synchronous and quick (a
+/// re-shared camera's viewing decision hands back a future instead of waiting).
+///
+/// The cameras offered may be our own or, re-shared, cameras we import (DESIGN.md
+/// "Onward sharing"): the link treats both alike, except that a re-shared camera's
+/// viewing sessions are decided upstream too ([`ViewDecision::Relayed`]) and its
+/// stream reads the imported channel, which the upstream session keeps fed.
 pub trait CatalogProvider: Send + Sync + 'static {
     /// Serial of the policy in force (sent in `Hello`), `None` without a valid policy.
     fn policy_serial(&self) -> Option<u64>;
@@ -133,13 +150,18 @@ pub trait CatalogProvider: Send + Sync + 'static {
     ) -> Result<Channel, ErrorCode>;
 
     /// Decides a viewing session of `camera` requested by `partner`, and journals the
-    /// decision (before any packet flows). `Ok` lets it watch.
+    /// decision (before any packet flows).
+    ///
+    /// For one of our own cameras the decision is [`ViewDecision::Now`]. For a camera
+    /// we import and re-share, our policy decides first (refusing at once if it says
+    /// no), then the session is carried to the camera's own site and the decision is
+    /// [`ViewDecision::Relayed`]: see its contract.
     fn open_view(
         &self,
         partner: &SiteId,
         camera: &CameraId,
         session: &ViewingSession,
-    ) -> Result<(), ErrorCode>;
+    ) -> ViewDecision;
 
     /// Re-decides a session `open_view` allowed, after a policy change; journals
     /// nothing (a refusal is followed by `close_view`).
@@ -158,6 +180,37 @@ pub trait CatalogProvider: Send + Sync + 'static {
         session: &ViewingSession,
         end: ViewEnd,
     );
+}
+
+/// A [`CatalogProvider`]'s answer to a viewing session.
+pub enum ViewDecision {
+    /// Decided now: `Ok` lets the session watch (it is journaled).
+    Now(Result<(), ErrorCode>),
+    /// A re-shared camera: the session was allowed by our policy and is being carried
+    /// hop by hop to the camera's own site; this resolves once that site answered.
+    ///
+    /// Contract: `Ok(guard)` means the provider journaled the session opened, and
+    /// `guard` is the upstream session it rests on. The link then holds `guard` for
+    /// the session's life (dropping it closes the upstream session), revokes the
+    /// session when the upstream ends it ([`ViewGuard::ended`]), and calls
+    /// [`CatalogProvider::close_view`] exactly once when it ends, as for `Now(Ok)`. The
+    /// future may be dropped before it resolves (the requester closed the session or
+    /// the link dropped): it must then leave nothing journaled open, so it has no
+    /// await point after journaling. `Err` is a refusal, journaled by the provider.
+    Relayed(RelayedView),
+}
+
+/// The pending answer of a re-shared camera's site, see [`ViewDecision::Relayed`].
+pub type RelayedView =
+    std::pin::Pin<Box<dyn Future<Output = Result<ViewGuard, ErrorCode>> + Send + 'static>>;
+
+impl std::fmt::Debug for ViewDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ViewDecision::Now(result) => f.debug_tuple("Now").field(result).finish(),
+            ViewDecision::Relayed(_) => f.write_str("Relayed(..)"),
+        }
+    }
 }
 
 /// The receiving side's local plumbing for imported cameras.

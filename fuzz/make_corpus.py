@@ -68,17 +68,18 @@ def rtsp_demux():
     setup_udp = req(
         "SETUP", URI + "/track=0", 5, "Transport: RTP/AVP;unicast;client_port=5000-5001", BASIC
     )
-    play = req("PLAY", URI + "/", 6, "Session: 1234567890abcdef", "Range: npt=0.000-", BASIC)
+    play = req("PLAY", URI + "/", 6, "Session: SESSION", "Range: npt=0.000-", BASIC)
     rr = bytes([0x81, 201, 0, 7]) + struct.pack(">I", 0x1234) + bytes(24)
     interleaved = b"$\x01" + struct.pack(">H", len(rr)) + rr
-    keepalive = req("GET_PARAMETER", URI + "/", 7, "Session: 1234567890abcdef")
-    teardown = req("TEARDOWN", URI + "/", 8, "Session: 1234567890abcdef", BASIC)
+    keepalive = req("GET_PARAMETER", URI + "/", 7, "Session: SESSION")
+    pause = req("PAUSE", URI + "/", 8, "Session: SESSION", BASIC)
+    teardown = req("TEARDOWN", URI + "/", 9, "Session: SESSION", BASIC)
 
     write("rtsp_demux", "options", bytes([WHOLE]) + options)
     write("rtsp_demux", "describe", bytes([WHOLE]) + describe)
     write("rtsp_demux", "describe-basic", bytes([SMALL | seed(3)]) + describe_basic)
     write("rtsp_demux", "describe-digest", bytes([LARGE | seed(5)]) + describe_digest)
-    write("rtsp_demux", "setup-udp", bytes([WHOLE]) + describe_basic + setup_udp)
+    write("rtsp_demux", "setup-udp", bytes([WHOLE]) + describe_basic + setup_udp + play + teardown)
     write(
         "rtsp_demux",
         "session-tcp",
@@ -90,13 +91,14 @@ def rtsp_demux():
         + interleaved
         + keepalive
         + b"\r\n"
+        + pause
         + teardown,
     )
     write(
         "rtsp_demux",
         "set-parameter-small-limit",
         bytes([BYTES | FLAG])
-        + req("SET_PARAMETER", URI, 9, "Content-Type: text/parameters", body=b"barparam: barstuff\r\n"),
+        + req("SET_PARAMETER", URI, 10, "Content-Type: text/parameters", body=b"barparam: barstuff\r\n"),
     )
 
 

@@ -22,6 +22,8 @@ pub const CSU: &str = "csu.metz.example";
 pub const CAMERA_CREDENTIALS: &str = "admin:admin";
 /// The CSU operator's RTSP account in the demo (an agent).
 pub const CSU_OPERATOR: (&str, &str) = ("operateur", "demo");
+/// The CSU operator's bearer token in the demo (interventions API).
+pub const CSU_OPERATOR_TOKEN: &str = "demo-operateur-token-0123456789";
 
 /// Everything a gateway needs: its configuration text and the files it names, by path
 /// relative to the configuration's directory.
@@ -161,6 +163,10 @@ ca = "tls/partner-csu-ca.pem"
             format!("secrets/{user}.password"),
             format!("{password}\n").into_bytes(),
         ));
+        files.push((
+            format!("secrets/{user}.token"),
+            format!("{CSU_OPERATOR_TOKEN}\n").into_bytes(),
+        ));
         files.extend(self.signed_policy(&csu_policy(), &self.csu_policy_key)?);
         files.extend(journal_key()?);
         let config = format!(
@@ -182,6 +188,7 @@ import = ["metz-ville/**", "metz-nord/**", "woippy/**", "ars-sur-moselle/**", "p
 name = "{user}"
 kind = "agent"
 password_file = "secrets/{user}.password"
+token_file = "secrets/{user}.token"
 cameras = ["**"]
 
 {listeners}"#,
@@ -421,4 +428,203 @@ pub fn reissue_site(site: &mut SiteFiles, ca: &CaPem, site_id: &str) -> Result<(
     }
     site.config = config;
     Ok(())
+}
+
+// ---- The CSU as a hub: the CCOR and the CORG, which import from it ----
+
+/// The CCOR site id of the Metz topology (police municipale de Metz).
+pub const CCOR: &str = "ccor.metz.example";
+/// The CORG site id of the Metz topology (gendarmerie de la Moselle).
+pub const CORG: &str = "corg.gendarmerie.example";
+/// The CCOR operator's RTSP account (an agent).
+pub const CCOR_AGENT: (&str, &str) = ("agent.ccor", "demo");
+/// The CORG operator's RTSP account (an agent).
+pub const CORG_AGENT: (&str, &str) = ("agent.corg", "demo");
+/// The CCOR agent's bearer token (interventions API).
+pub const CCOR_AGENT_TOKEN: &str = "demo-agent-ccor-token-0123456789";
+/// The CORG agent's bearer token (interventions API).
+pub const CORG_AGENT_TOKEN: &str = "demo-agent-corg-token-0123456789";
+/// The CSU's own city cameras in the hub (`metz/**` and a camera of another commune),
+/// each pulled from a simulator camera: (CSU id, simulator id).
+pub const CSU_CITY_CAMERAS: [(&str, &str); 2] = [
+    ("metz/place-saint-louis", "metz-nord/hall"),
+    ("marly/mairie", "peltre/parvis"),
+];
+
+/// The CSU's receivers, each its own organisation: its own CA and policy key.
+pub struct Receivers {
+    ccor_ca: CaPem,
+    corg_ca: CaPem,
+    ccor_policy_key: SigningKey,
+    corg_policy_key: SigningKey,
+}
+
+impl Receivers {
+    /// Fresh CAs (police municipale de Metz, gendarmerie) and policy keys.
+    pub fn new() -> Result<Receivers, KitError> {
+        let validity = Validity::days_from(jiff::Timestamp::now(), 3650)?;
+        Ok(Receivers {
+            ccor_ca: pki::generate_ca("police-municipale-metz", validity)?,
+            corg_ca: pki::generate_ca("gendarmerie-moselle", validity)?,
+            ccor_policy_key: SigningKey::generate()?,
+            corg_policy_key: SigningKey::generate()?,
+        })
+    }
+
+    /// The CCOR: dials the CSU at `csu_quic` and imports whatever the CSU offers it
+    /// under the `csu/` prefix (the CSU's policy and the SNCF's onward rules decide
+    /// what that is); a local agent watches. It shares nothing.
+    pub fn ccor(
+        &self,
+        kit: &MetzKit,
+        listen: Listeners,
+        csu_quic: SocketAddr,
+    ) -> Result<SiteFiles, KitError> {
+        receiver_site(
+            kit,
+            (CCOR, &self.ccor_ca, &self.ccor_policy_key),
+            (CCOR_AGENT, CCOR_AGENT_TOKEN),
+            listen,
+            csu_quic,
+        )
+    }
+
+    /// The CORG, built like the CCOR.
+    pub fn corg(
+        &self,
+        kit: &MetzKit,
+        listen: Listeners,
+        csu_quic: SocketAddr,
+    ) -> Result<SiteFiles, KitError> {
+        receiver_site(
+            kit,
+            (CORG, &self.corg_ca, &self.corg_policy_key),
+            (CORG_AGENT, CORG_AGENT_TOKEN),
+            listen,
+            csu_quic,
+        )
+    }
+}
+
+impl MetzKit {
+    /// The CSU as the Metz topology's hub: [`MetzKit::csu`] (importing the SNCF
+    /// cameras from `sncf_quic`), plus its own city cameras ([`CSU_CITY_CAMERAS`],
+    /// pulled from the simulator at `camsim`), and the CCOR and the CORG as partners
+    /// that dial it. Its policy is `policy_toml` (default [`csu_policy`]), signed by
+    /// the CSU's key.
+    pub fn csu_hub(
+        &self,
+        listen: Listeners,
+        sncf_quic: SocketAddr,
+        camsim: SocketAddr,
+        receivers: &Receivers,
+        policy_toml: Option<&str>,
+    ) -> Result<SiteFiles, KitError> {
+        let mut site = self.csu(listen, sncf_quic)?;
+        if let Some(policy_toml) = policy_toml {
+            self.replace_policy(&mut site, policy_toml, true)?;
+        }
+        site.files.extend([
+            (
+                "tls/partner-ccor-ca.pem".to_owned(),
+                receivers.ccor_ca.cert_pem.clone().into_bytes(),
+            ),
+            (
+                "tls/partner-corg-ca.pem".to_owned(),
+                receivers.corg_ca.cert_pem.clone().into_bytes(),
+            ),
+            (
+                "secrets/camera.cred".to_owned(),
+                format!("{CAMERA_CREDENTIALS}\n").into_bytes(),
+            ),
+        ]);
+        // Array-of-tables entries may follow the other sections in TOML.
+        for (id, simulated) in CSU_CITY_CAMERAS {
+            site.config.push_str(&format!(
+                "\n[[camera]]\nid = \"{id}\"\nurl = \"rtsp://{camsim}/{simulated}\"\ncredentials_file = \"secrets/camera.cred\"\n"
+            ));
+        }
+        site.config.push_str(&format!(
+            r#"
+[[partner]]
+id = "{CCOR}"
+ca = "tls/partner-ccor-ca.pem"
+
+[[partner]]
+id = "{CORG}"
+ca = "tls/partner-corg-ca.pem"
+"#
+        ));
+        Ok(site)
+    }
+}
+
+/// A receiver of the CSU: `(site id, CA, policy key)`, one agent account (RTSP
+/// password and interventions token), a partner entry for the CSU (dialled at
+/// `csu_quic`, prefix `csu`, importing everything), and a policy that grants nobody
+/// anything.
+fn receiver_site(
+    kit: &MetzKit,
+    (site, ca, policy_key): (&str, &CaPem, &SigningKey),
+    ((user, password), token): ((&str, &str), &str),
+    listen: Listeners,
+    csu_quic: SocketAddr,
+) -> Result<SiteFiles, KitError> {
+    let mut files = kit.site_tls(site, ca)?;
+    files.push((
+        "tls/partner-csu-ca.pem".into(),
+        kit.eurometropole_ca.cert_pem.clone().into_bytes(),
+    ));
+    files.push((
+        format!("secrets/{user}.password"),
+        format!("{password}\n").into_bytes(),
+    ));
+    files.push((
+        format!("secrets/{user}.token"),
+        format!("{token}\n").into_bytes(),
+    ));
+    files.extend(kit.signed_policy(&receiver_policy(site), policy_key)?);
+    files.extend(journal_key()?);
+    let config = format!(
+        r#"# A receiver of the CSU in the Metz topology (generated by passerelle).
+[site]
+id = "{site}"
+state_dir = "state"
+
+{tls}
+[[partner]]
+id = "{CSU}"
+addresses = ["{csu_quic}"]
+ca = "tls/partner-csu-ca.pem"
+prefix = "csu"
+import = ["**"]
+
+{policy}
+[[user]]
+name = "{user}"
+kind = "agent"
+password_file = "secrets/{user}.password"
+token_file = "secrets/{user}.token"
+cameras = ["**"]
+
+{listeners}"#,
+        tls = TLS_SECTION,
+        policy = POLICY_SECTION,
+        listeners = listeners_sections(listen),
+    );
+    Ok(SiteFiles { config, files })
+}
+
+/// A receiver's policy: valid, signed, and granting nothing to anyone.
+pub fn receiver_policy(site: &str) -> String {
+    format!(
+        r#"version = 1
+site = "{site}"
+serial = 1
+valid_from = 2026-01-01T00:00:00Z
+valid_until = 2099-12-31T23:59:59Z
+time_zone = "Europe/Paris"
+reference = "Réception d'images de l'Eurométropole de Metz; aucun partage"
+"#
+    )
 }

@@ -463,7 +463,10 @@ impl InterventionStore {
     fn lock(&self) -> MutexGuard<'_, Vec<Intervention>> {
         // A panic while holding the lock leaves the Vec consistent (every change is one
         // push, remove or swap), so a poisoned lock is still usable.
-        self.inner.open.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -641,16 +644,25 @@ mod tests {
             .unwrap();
         let now = t("2026-02-02T08:10:00Z");
         assert_eq!(
-            store.active_for("a", &cam("metz/gare/quai"), now).unwrap().id,
+            store
+                .active_for("a", &cam("metz/gare/quai"), now)
+                .unwrap()
+                .id,
             second.id
         );
         assert_eq!(
-            store.active_for("a", &cam("metz/centre/x"), now).unwrap().id,
+            store
+                .active_for("a", &cam("metz/centre/x"), now)
+                .unwrap()
+                .id,
             first.id
         );
         store.close(&second.id, "a", now).unwrap();
         assert_eq!(
-            store.active_for("a", &cam("metz/gare/quai"), now).unwrap().id,
+            store
+                .active_for("a", &cam("metz/gare/quai"), now)
+                .unwrap()
+                .id,
             first.id
         );
     }
@@ -660,7 +672,13 @@ mod tests {
         let (store, events) = store();
         let now = t(NOW);
         let i = store
-            .open("a", "why", vec![pat("metz/**")], t("2026-02-02T09:00:00Z"), now)
+            .open(
+                "a",
+                "why",
+                vec![pat("metz/**")],
+                t("2026-02-02T09:00:00Z"),
+                now,
+            )
             .unwrap();
         assert!(matches!(
             store.close(&i.id, "b", now),
@@ -776,7 +794,9 @@ mod tests {
             open("why", Vec::new()),
             Err(InterventionError::NoCameras)
         ));
-        let many = (0..=MAX_CAMERAS).map(|i| pat(&format!("metz/c{i}"))).collect();
+        let many = (0..=MAX_CAMERAS)
+            .map(|i| pat(&format!("metz/c{i}")))
+            .collect();
         assert!(matches!(
             open("why", many),
             Err(InterventionError::TooManyCameras { .. })
@@ -803,7 +823,13 @@ mod tests {
         assert!(store.open("b", "why", vec![pat("**")], until, now).is_ok());
         assert!(
             store
-                .open("a", "why", vec![pat("**")], t("2026-02-02T10:00:00Z"), until)
+                .open(
+                    "a",
+                    "why",
+                    vec![pat("**")],
+                    t("2026-02-02T10:00:00Z"),
+                    until
+                )
                 .is_ok()
         );
     }
@@ -814,13 +840,7 @@ mod tests {
             Err(JournalError::DiskFull { kind: e.kind() })
         });
         let now = t(NOW);
-        let result = store.open(
-            "a",
-            "why",
-            vec![pat("**")],
-            t("2026-02-02T09:00:00Z"),
-            now,
-        );
+        let result = store.open("a", "why", vec![pat("**")], t("2026-02-02T09:00:00Z"), now);
         assert!(matches!(result, Err(InterventionError::Journal(_))));
         assert_eq!(store.active_for("a", &cam("metz/x"), now), None);
         assert!(store.all(now).is_empty());
@@ -887,9 +907,7 @@ mod tests {
         let mut ids = Vec::new();
         for len in 1..=4u32 {
             for n in 0..(2usize.pow(len)) {
-                let id: Vec<&str> = (0..len)
-                    .map(|i| segments[(n >> i) & 1])
-                    .collect();
+                let id: Vec<&str> = (0..len).map(|i| segments[(n >> i) & 1]).collect();
                 ids.push(cam(&id.join("/")));
             }
         }

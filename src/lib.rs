@@ -27,6 +27,7 @@
 //! - `tls`: mutual TLS 1.3 for links and peer identification.
 //! - `pki`: development certificates with the links' certificate profile.
 //! - `management`: `/metrics`, `/healthz`, `/readyz`.
+//! - `http`: the `[http]` listener (HTTPS): bearer tokens, CORS, the interventions API.
 //!
 //! Layer 3, composition:
 //! - `config`: the TOML configuration, validated into typed settings.
@@ -44,6 +45,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod http;
 pub mod ids;
 pub mod ingest;
 pub mod interventions;

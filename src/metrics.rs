@@ -89,6 +89,10 @@ fn describe() {
         "Expiry (Unix time) of our certificate, our CA and each partner's CA."
     );
     describe_counter!(
+        "passerelle_auth_failures_total",
+        "Refused credentials of local users, by source (rtsp, http)."
+    );
+    describe_counter!(
         "passerelle_journal_records_total",
         "Records written to the access journal, by kind."
     );

@@ -461,3 +461,120 @@ fn without_a_writable_journal_no_viewing_session_starts_and_readyz_says_so() {
     });
     println!("refused without a journal: {refused}");
 }
+
+#[test]
+fn an_on_request_camera_needs_an_agents_open_intervention_whose_reason_reaches_the_camera_site() {
+    let kit = MetzKit::new().expect("kit");
+    let camsim = Gateway::camsim(&[]);
+    let mut sncf_files = kit
+        .sncf(loopback_listeners(), camsim.addr("rtsp"))
+        .expect("sncf");
+    // DESIGN.md's first SNCF grant: Metz Ville and Metz Nord on request.
+    let on_request = sncf_policy().replacen("mode = \"live\"", "mode = \"on_request\"", 1);
+    kit.replace_policy(&mut sncf_files, &on_request, true)
+        .expect("policy");
+    let sncf = start_site(&sncf_files, &[]);
+    let mut csu_files = kit
+        .csu(loopback_listeners(), sncf.addr("quic"))
+        .expect("csu");
+    // The CSU's VMS pulls with a service account.
+    csu_files
+        .files
+        .push(("secrets/vms.password".into(), b"vms-secret\n".to_vec()));
+    csu_files.config.push_str(
+        "\n[[user]]\nname = \"vms-csu\"\nkind = \"service\"\npassword_file = \"secrets/vms.password\"\ncameras = [\"**\"]\n",
+    );
+    let csu = start_site(&csu_files, &[]);
+    wait_for_log_line(&csu, "CSU", |l| {
+        l.contains("partner catalog received") && !l.contains("cameras=0")
+    });
+    let rtsp = csu.addr("rtsp");
+    let operator = |camera: &str| {
+        let (user, password) = CSU_OPERATOR;
+        format!("rtsp://{user}:{password}@{rtsp}/{camera}")
+    };
+
+    // No intervention: the camera is known but may not be watched now.
+    let error = ffprobe_count_frames(
+        &operator("sncf/metz-ville/quai-1"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect_err("on request, no intervention");
+    assert!(error.contains("403"), "{error}");
+    // A live grant needs none.
+    ffprobe_count_frames(
+        &operator("sncf/woippy/quai-1"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect("live grant");
+
+    // The agent opens an intervention with its bearer token.
+    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
+    let body = format!(
+        r#"{{"reason":"rixe sur le parvis de la gare","cameras":["sncf/metz-ville/**"],"until":"{until}"}}"#
+    );
+    let bearer = format!("Bearer {}", passerelle::demo::CSU_OPERATOR_TOKEN);
+    let opened = support::http_request(
+        csu.addr("http"),
+        "POST",
+        "/api/v1/interventions",
+        &[("Authorization", &bearer)],
+        Some(&body),
+        Duration::from_secs(5),
+    )
+    .expect("POST");
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    let intervention: serde_json::Value = serde_json::from_str(&opened.body).expect("json");
+    let id = intervention["id"].as_str().expect("id").to_owned();
+
+    let report = ffprobe_count_frames(
+        &operator("sncf/metz-ville/quai-1"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect("with an intervention");
+    assert!(report.frames >= 25, "{report:?}");
+    // A service account never satisfies an on-request grant, intervention or not.
+    let error = ffprobe_count_frames(
+        &format!("rtsp://vms-csu:vms-secret@{rtsp}/sncf/metz-ville/quai-1"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect_err("service account");
+    assert!(error.contains("403"), "{error}");
+
+    // The camera's site journaled the reason and the intervention with the session.
+    let opened_line = wait_for_journal_line(&sncf, |l| {
+        l.contains("\"kind\":\"session_opened\"") && l.contains("metz-ville/quai-1")
+    });
+    assert!(
+        opened_line.contains("rixe sur le parvis de la gare"),
+        "{opened_line}"
+    );
+    assert!(opened_line.contains(&id), "{opened_line}");
+    println!("SNCF journal: {opened_line}");
+    let refused = wait_for_journal_line(&sncf, |l| {
+        l.contains("\"kind\":\"session_refused\"") && l.contains("no_intervention")
+    });
+    println!("SNCF journal: {refused}");
+}
+
+/// Waits (bounded) for a line of the site's journal files matching `wanted`.
+fn wait_for_journal_line(site: &Gateway, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for entry in std::fs::read_dir(site.dir().join("audit"))
+            .expect("audit dir")
+            .filter_map(Result::ok)
+        {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| wanted(l)) {
+                return line.to_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "no such journal line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -55,7 +55,10 @@ fuzz_target!(|data: &[u8]| {
 
     for p in &patterns {
         for id in &ids {
-            let expected = naive_match(&p.as_str().split('/').collect::<Vec<_>>(), &id.segments().collect::<Vec<_>>());
+            let expected = naive_match(
+                &p.as_str().split('/').collect::<Vec<_>>(),
+                &id.segments().collect::<Vec<_>>(),
+            );
             assert_eq!(p.matches(id), expected, "{p} against {id}");
             for prefix in &ids {
                 prefixed(p, id, prefix, expected);
@@ -96,7 +99,11 @@ fn check_window(w: HoursWindow) {
     for minute in [start, end_of_day, 0, 1439] {
         for second in [(minute * 60).saturating_sub(1), minute * 60] {
             let second = second.min(86_399);
-            assert_eq!(w.contains_second_of_day(second), inside(second), "{w} at {second} s");
+            assert_eq!(
+                w.contains_second_of_day(second),
+                inside(second),
+                "{w} at {second} s"
+            );
         }
     }
 }
@@ -140,7 +147,9 @@ fn check_policy(p: &Policy, data: &[u8]) {
     // Evaluate at a time from the input, from a day before the validity window to a day
     // after, for each grant's partner and a camera its first pattern matches; hours
     // windows are read in the policy's zone.
-    let seed = data.iter().fold(0u64, |h, &b| h.rotate_left(5) ^ u64::from(b));
+    let seed = data
+        .iter()
+        .fold(0u64, |h, &b| h.rotate_left(5) ^ u64::from(b));
     let span = p.valid_until.as_second() - p.valid_from.as_second();
     let offset = (seed % (span.unsigned_abs() + 172_800)) as i64 - 86_400;
     let Ok(now) = Timestamp::from_second(p.valid_from.as_second().saturating_add(offset)) else {

@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
     let undrained = decode(&chunks, max, false);
     let whole = decode(&[bytes], max, true);
     assert_eq!(drained, whole, "chunking changed the outcome");
-    assert_eq!(undrained, whole, "feeding before draining changed the outcome");
+    assert_eq!(
+        undrained, whole,
+        "feeding before draining changed the outcome"
+    );
 
     // What was read re-encodes to a stream that reads back the same.
     if let Some(flow_id) = whole.flow_id {
@@ -68,7 +71,10 @@ fn datagram(bytes: &[u8]) {
     let written = roq::encode_datagram_into(flow_id, &[], &packet, &mut out)
         .expect("a decoded flow id encodes");
     assert_eq!(written, out.len());
-    assert!(out.len() <= bytes.len(), "the shortest varint is never longer");
+    assert!(
+        out.len() <= bytes.len(),
+        "the shortest varint is never longer"
+    );
     let (again_id, again) = roq::decode_datagram(out.freeze()).expect("re-encoded decodes");
     assert_eq!((again_id, again), (flow_id, packet));
 }

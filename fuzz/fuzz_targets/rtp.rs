@@ -100,7 +100,10 @@ fn fmtp(codec: Codec, text: &str) {
 
 /// H.265 parameter sets as `StreamInfo` documents them: VPS, then SPS, then PPS.
 fn in_decoding_order(codec: Codec, sets: &[Bytes]) -> bool {
-    let types: Vec<u8> = sets.iter().filter_map(|s| h26x::nal_type(codec, s)).collect();
+    let types: Vec<u8> = sets
+        .iter()
+        .filter_map(|s| h26x::nal_type(codec, s))
+        .collect();
     codec == Codec::H264 || types.is_sorted()
 }
 
@@ -135,7 +138,11 @@ fn resplit(codec: Codec, payload: Bytes, marker: bool, max_payload: usize) {
     };
     assert_eq!(outputs.len(), extra + 1);
     if payload.len() <= max_payload {
-        assert_eq!(outputs, [input], "a payload that fits passes through unchanged");
+        assert_eq!(
+            outputs,
+            [input],
+            "a payload that fits passes through unchanged"
+        );
         return;
     }
     let info = info.expect("resplit accepted a payload classify refuses");
@@ -152,7 +159,11 @@ fn resplit(codec: Codec, payload: Bytes, marker: bool, max_payload: usize) {
             out.payload.len()
         );
         assert_eq!(out.timestamp, input.timestamp);
-        assert_eq!(out.marker, i == last && input.marker, "marker on output {i}");
+        assert_eq!(
+            out.marker,
+            i == last && input.marker,
+            "marker on output {i}"
+        );
         assert_eq!(
             out.keyframe_start,
             i == 0 && input.keyframe_start,

@@ -30,7 +30,7 @@ impl Control {
     /// Cuts `data` into the chunks a reader might see:
     /// mode 0 one chunk, mode 1 one byte at a time, mode 2 chunks of 1 to 16 bytes,
     /// mode 3 chunks of 1 to 512 bytes (sizes from a PRNG seeded by bits 3-7).
-    pub fn chunks<'a>(self, data: &'a [u8]) -> Vec<&'a [u8]> {
+    pub fn chunks(self, data: &[u8]) -> Vec<&[u8]> {
         let max = match self.0 & 0b11 {
             0 => return if data.is_empty() { vec![] } else { vec![data] },
             1 => 1,

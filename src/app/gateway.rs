@@ -1,6 +1,31 @@
 //! The gateway's shared state, and the traits through which the adapters reach it:
 //! [`CameraDirectory`] for the RTSP server, [`CatalogProvider`] and [`Importer`] for
 //! the link. Every cross-boundary decision goes through [`policy::evaluate`] here.
+//!
+//! # Onward sharing (re-shared imported cameras)
+//!
+//! A camera we import from an upstream site may go on to a partner P only when all of
+//! these hold, checked for every catalog, stream and viewing session ([`Gateway::decide`]):
+//! 1. the upstream's current catalog lists it for us, and its restrictions name P in
+//!    `onward` (P is never the upstream itself), and the upstream's grant has not ended;
+//! 2. our own policy grants it to P (in our ids, prefix included), hours and all;
+//! 3. for a viewing session, its origin is named by the upstream's `onward` too (our
+//!    policy checked it against ours), and an upstream `on_request` needs an agent with
+//!    a reason and an intervention, as ours would;
+//! 4. for the catalog, P declared `onward` (every re-shared camera carries the
+//!    upstream's onward rule, even an empty one) and every feature its restrictions
+//!    need.
+//!
+//! The restrictions P receives ([`onward_restrictions`]): `on_request` when the upstream
+//! said so or our grant is on request (a restriction from upstream always travels on),
+//! `onward` our grant's list intersected with the upstream's (P re-shares only where
+//! both allow), `grant_end` the upstream's (our grants end only with the policy).
+//!
+//! A session on a re-shared camera, once our policy allowed it, is carried to the
+//! camera's site over our link with it (same agent, kind, reason, intervention and
+//! origin) and answered only once that site answered ([`ViewDecision::Relayed`]); both
+//! journals record it, ours as `provider` towards P. A change in an upstream catalog
+//! re-evaluates every partner's catalog, streams and sessions, as a policy change does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -14,8 +39,10 @@ use crate::ingest::CameraStatus;
 use crate::journal::{
     Event, Journal, SessionEnded, SessionRefused, SessionRole, ViewerKind, Viewing, new_session_id,
 };
-use crate::link::{CatalogProvider, Importer, LinkHandle, ViewEnd, ViewGuard};
-use crate::policy::{self, AgentKind, Decision, LastRefusal, Mode, VerifiedPolicy, ViewingSession};
+use crate::link::{CatalogProvider, Importer, LinkHandle, ViewDecision, ViewEnd, ViewGuard};
+use crate::policy::{
+    self, AgentKind, Decision, Grant, LastRefusal, Mode, VerifiedPolicy, ViewingSession,
+};
 use crate::rtsp::{CameraDirectory, Mount, ViewRefusal, Viewer};
 
 /// A camera of this site, pulled by ingest.
@@ -47,12 +74,9 @@ pub(super) struct Gateway {
     policy_refusal: RwLock<Option<LastRefusal>>,
     channel_settings: ChannelSettings,
     link: OnceLock<LinkHandle>,
-    /// The access journal; `None` when it could not be opened: then every viewing
-    /// session is refused (`JOURNAL_UNAVAILABLE`).
-    journal: Option<Journal>,
-    /// Viewing sessions partners opened on our cameras, for their `session_ended`
-    /// records. Sessions with equal keys are interchangeable, so a list each.
-    provided: Mutex<HashMap<ProvidedKey, Vec<OpenSession>>>,
+    /// Open interventions (`None` without the `[http]` listener).
+    interventions: OnceLock<crate::interventions::InterventionStore>,
+    register: Register,
 }
 
 type ProvidedKey = (SiteId, CameraId, String, SiteId);
@@ -61,6 +85,139 @@ type ProvidedKey = (SiteId, CameraId, String, SiteId);
 struct OpenSession {
     id: String,
     started: std::time::Instant,
+}
+
+/// The access journal and the sessions partners hold on our cameras: what a viewing
+/// decision records. Cheap to clone into a re-shared camera's pending decision.
+#[derive(Clone)]
+struct Register {
+    /// `None` when the journal could not be opened: then every viewing session is
+    /// refused (`JOURNAL_UNAVAILABLE`).
+    journal: Option<Journal>,
+    /// Viewing sessions partners opened on our cameras (own or re-shared), for their
+    /// `session_ended` records. Sessions with equal keys are interchangeable, so a
+    /// list each.
+    provided: Arc<Mutex<HashMap<ProvidedKey, Vec<OpenSession>>>>,
+}
+
+impl Register {
+    /// Appends a record; a failure means the event may not happen (a session is
+    /// refused), so it maps to `JOURNAL_UNAVAILABLE`.
+    fn append(&self, event: Event) -> Result<(), ErrorCode> {
+        let Some(journal) = &self.journal else {
+            return Err(ErrorCode::JournalUnavailable);
+        };
+        journal.append(event).map(|_| ()).map_err(|error| {
+            tracing::error!(%error, "journal write failed: viewing sessions are refused");
+            ErrorCode::JournalUnavailable
+        })
+    }
+
+    /// Journals a session's refusal; a journal failure changes nothing (it is refused).
+    fn refusal(&self, viewing: Viewing, refusal: ErrorCode) {
+        let _ = self.append(Event::SessionRefused(SessionRefused {
+            viewing,
+            refusal: refusal.as_str().to_owned(),
+        }));
+    }
+
+    /// Journals a partner's session opened on one of our cameras (before its first
+    /// packet: no record, no viewing) and keeps it for its end record.
+    fn provider_opened(
+        &self,
+        partner: &SiteId,
+        camera: &CameraId,
+        session: &ViewingSession,
+        viewing: Viewing,
+    ) -> Result<(), ErrorCode> {
+        if let Err(code) = self.append(Event::SessionOpened(viewing.clone())) {
+            self.refusal(viewing, code);
+            return Err(code);
+        }
+        tracing::info!(
+            %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
+            reason = session.reason.as_deref().unwrap_or(""), origin = %session.origin,
+            basis = viewing.basis.as_deref().unwrap_or(""), session = %viewing.session,
+            "viewing session opened"
+        );
+        lock(&self.provided)
+            .entry((
+                partner.clone(),
+                camera.clone(),
+                session.agent.clone(),
+                session.origin.clone(),
+            ))
+            .or_default()
+            .push(OpenSession {
+                id: viewing.session,
+                started: std::time::Instant::now(),
+            });
+        Ok(())
+    }
+
+    /// Journals the end of a session [`Register::provider_opened`] recorded.
+    fn provider_ended(
+        &self,
+        partner: &SiteId,
+        camera: &CameraId,
+        session: &ViewingSession,
+        end: ViewEnd,
+    ) {
+        let key = (
+            partner.clone(),
+            camera.clone(),
+            session.agent.clone(),
+            session.origin.clone(),
+        );
+        let open = {
+            let mut provided = lock(&self.provided);
+            let open = provided.get_mut(&key).and_then(Vec::pop);
+            if provided.get(&key).is_some_and(Vec::is_empty) {
+                provided.remove(&key);
+            }
+            open
+        };
+        tracing::info!(%camera, %partner, agent = %session.agent, why = end.as_str(), "viewing session ended");
+        let Some(open) = open else { return };
+        let viewing = Viewing {
+            session: open.id,
+            role: SessionRole::Provider,
+            camera: camera.to_string(),
+            partner: Some(partner.to_string()),
+            origin: session.origin.to_string(),
+            agent: session.agent.clone(),
+            agent_kind: viewer_kind(session.kind),
+            reason: session.reason.clone(),
+            intervention: session.intervention.clone(),
+            policy_serial: None,
+            grant: None,
+            basis: None,
+        };
+        journal_end(self.journal.as_ref(), &viewing, open.started, end.as_str());
+    }
+}
+
+/// Where a camera we may give a partner comes from.
+enum Provenance {
+    /// One of our own cameras.
+    Own,
+    /// Imported from `site`, whose current catalog lists it for us as `listed` (in
+    /// its ids, with its restrictions).
+    Imported { site: SiteId, listed: CatalogCamera },
+}
+
+/// A camera our policy (and, for a re-shared one, its upstream) lets a partner have.
+struct Decided {
+    policy: Arc<VerifiedPolicy>,
+    /// Index of the deciding grant in `policy`.
+    grant: usize,
+    provenance: Provenance,
+}
+
+impl Decided {
+    fn grant(&self) -> &Grant {
+        &self.policy.policy.grants[self.grant]
+    }
 }
 
 impl Gateway {
@@ -81,33 +238,24 @@ impl Gateway {
             policy_refusal: RwLock::new(None),
             channel_settings,
             link: OnceLock::new(),
-            journal,
-            provided: Mutex::new(HashMap::new()),
+            interventions: OnceLock::new(),
+            register: Register {
+                journal,
+                provided: Arc::new(Mutex::new(HashMap::new())),
+            },
         }
     }
 
     pub fn journal(&self) -> Option<&Journal> {
-        self.journal.as_ref()
+        self.register.journal.as_ref()
     }
 
-    /// Appends a record; a failure means the event may not happen (a session is
-    /// refused), so it maps to `JOURNAL_UNAVAILABLE`.
     fn journal_append(&self, event: Event) -> Result<(), ErrorCode> {
-        let Some(journal) = &self.journal else {
-            return Err(ErrorCode::JournalUnavailable);
-        };
-        journal.append(event).map(|_| ()).map_err(|error| {
-            tracing::error!(%error, "journal write failed: viewing sessions are refused");
-            ErrorCode::JournalUnavailable
-        })
+        self.register.append(event)
     }
 
-    /// Journals a session's refusal; a journal failure changes nothing (it is refused).
     fn journal_refusal(&self, viewing: Viewing, refusal: ErrorCode) {
-        let _ = self.journal_append(Event::SessionRefused(SessionRefused {
-            viewing,
-            refusal: refusal.as_str().to_owned(),
-        }));
+        self.register.refusal(viewing, refusal);
     }
 
     /// Puts an admitted policy in force; the link re-checks every stream and viewing
@@ -182,7 +330,7 @@ impl Gateway {
                 })
             })
             .collect();
-        let journal = self.journal.as_ref().map_or_else(
+        let journal = self.register.journal.as_ref().map_or_else(
             || serde_json::json!({ "open": false, "writable": false }),
             |journal| {
                 serde_json::json!({
@@ -199,6 +347,13 @@ impl Gateway {
             "links": links,
             "journal": journal,
         })
+    }
+
+    /// Attaches the interventions of the `[http]` listener: an agent's open intervention
+    /// gives its viewing sessions their reason.
+    pub fn attach_interventions(&self, store: crate::interventions::InterventionStore) {
+        // Called once at start, like `attach_link`.
+        let _ = self.interventions.set(store);
     }
 
     /// Attaches the link once it is bound (it needs the gateway first).
@@ -235,18 +390,46 @@ impl Gateway {
             .clone()
     }
 
+    /// An imported camera's upstream site and its entry in that site's current
+    /// catalog; `None` when the camera is not imported or no longer listed.
+    fn upstream_listing(&self, camera: &CameraId) -> Option<(SiteId, CatalogCamera)> {
+        let (site, remote) = self.import_source(camera)?;
+        let catalogs = lock(&self.catalogs);
+        let listed = catalogs.get(site)?.iter().find(|c| c.id == remote)?.clone();
+        Some((site.clone(), listed))
+    }
+
     /// Decides whether `partner` may have `camera` (our id), optionally for a viewing
-    /// session, under the policy in force now.
+    /// session, under the policy in force now and, for an imported camera, under its
+    /// upstream's restrictions (the module doc's rules 1 to 3).
     fn decide(
         &self,
         partner: &SiteId,
         camera: &CameraId,
         session: Option<&ViewingSession>,
-    ) -> Result<(Arc<VerifiedPolicy>, usize), ErrorCode> {
-        // Only our own cameras are shared: imported ones are not re-shared until onward
-        // rules are enforced end to end.
-        if !self.local.contains_key(camera) {
-            return Err(ErrorCode::NotGranted);
+    ) -> Result<Decided, ErrorCode> {
+        let provenance = if self.local.contains_key(camera) {
+            Provenance::Own
+        } else {
+            let (site, listed) = self.upstream_listing(camera).ok_or(ErrorCode::NotGranted)?;
+            Provenance::Imported { site, listed }
+        };
+        self.decide_from(partner, camera, session, provenance)
+    }
+
+    /// [`Gateway::decide`] for a camera whose provenance is known.
+    fn decide_from(
+        &self,
+        partner: &SiteId,
+        camera: &CameraId,
+        session: Option<&ViewingSession>,
+        provenance: Provenance,
+    ) -> Result<Decided, ErrorCode> {
+        let now = jiff::Timestamp::now();
+        // Upstream first, so a camera the partner may not know about looks absent
+        // (`NOT_GRANTED`) rather than refused for a reason that would confirm it.
+        if let Provenance::Imported { site, listed } = &provenance {
+            upstream_allows_partner(site, &listed.restrictions, partner, now)?;
         }
         let policy = self.policy();
         let decision = policy::evaluate(
@@ -255,15 +438,138 @@ impl Gateway {
             partner,
             camera,
             session,
-            jiff::Timestamp::now(),
+            now,
         );
         let grant = match decision {
             Decision::Allow { grant, .. } => grant,
             Decision::Deny(reason) => return Err(ErrorCode::from(reason)),
         };
-        policy
-            .map(|policy| (policy, grant))
-            .ok_or(ErrorCode::NoPolicy)
+        let policy = policy.ok_or(ErrorCode::NoPolicy)?;
+        if let (Provenance::Imported { listed, .. }, Some(session)) = (&provenance, session) {
+            upstream_allows_session(&listed.restrictions, session)?;
+        }
+        Ok(Decided {
+            policy,
+            grant,
+            provenance,
+        })
+    }
+
+    /// Our catalog entry for one of our own cameras, if `partner` may have it.
+    fn own_catalog_entry(
+        &self,
+        partner: &SiteId,
+        features: &[Feature],
+        id: &CameraId,
+        local: &LocalCamera,
+    ) -> Option<CatalogCamera> {
+        let decided = self.decide(partner, id, None).ok()?;
+        let grant = decided.grant();
+        let restrictions = Restrictions {
+            on_request: grant.mode == Mode::OnRequest,
+            onward: grant.onward.clone(),
+            grant_end: None,
+        };
+        // A restriction the peer would not enforce withholds the camera.
+        if !restrictions.enforced_by(features) {
+            return None;
+        }
+        let info = local.channel.info();
+        Some(CatalogCamera {
+            id: id.clone(),
+            codec: info.as_ref().map(|info| info.codec),
+            parameter_sets: info.map(|info| info.parameter_sets).unwrap_or_default(),
+            restrictions,
+            up: local.status.borrow().up,
+        })
+    }
+
+    /// Our catalog entry for an imported camera (`id`, ours) that `site` lists as
+    /// `listed`, if we may re-share it to `partner`: rules 1, 2 and 4 of the module doc.
+    fn reshared_catalog_entry(
+        &self,
+        partner: &SiteId,
+        features: &[Feature],
+        id: CameraId,
+        (site, listed): (SiteId, CatalogCamera),
+    ) -> Option<CatalogCamera> {
+        if !features.contains(&Feature::Onward) {
+            return None;
+        }
+        let provenance = Provenance::Imported { site, listed };
+        let decided = self.decide_from(partner, &id, None, provenance).ok()?;
+        let Provenance::Imported { listed, .. } = &decided.provenance else {
+            return None;
+        };
+        let restrictions = onward_restrictions(&listed.restrictions, decided.grant());
+        if !restrictions.enforced_by(features) {
+            return None;
+        }
+        Some(CatalogCamera {
+            id,
+            codec: listed.codec,
+            parameter_sets: listed.parameter_sets.clone(),
+            restrictions,
+            up: listed.up,
+        })
+    }
+}
+
+/// Rule 1 of the module doc: may `partner` have a camera whose upstream `site`
+/// restricted it so? Never back to its own site, only to a site its `onward` names, and
+/// not past the upstream grant's end.
+fn upstream_allows_partner(
+    site: &SiteId,
+    upstream: &Restrictions,
+    partner: &SiteId,
+    now: jiff::Timestamp,
+) -> Result<(), ErrorCode> {
+    if partner == site || !upstream.onward.contains(partner) {
+        return Err(ErrorCode::NotGranted);
+    }
+    if upstream.grant_end.is_some_and(|end| now >= end) {
+        return Err(ErrorCode::NotGranted);
+    }
+    Ok(())
+}
+
+/// Rule 3 of the module doc: the upstream's restrictions on a viewing session of a
+/// re-shared camera (the camera's site decides too; we refuse what it would).
+fn upstream_allows_session(
+    upstream: &Restrictions,
+    session: &ViewingSession,
+) -> Result<(), ErrorCode> {
+    if !upstream.onward.contains(&session.origin) {
+        return Err(ErrorCode::NotGranted);
+    }
+    if upstream.on_request {
+        if session.kind == AgentKind::Service {
+            return Err(ErrorCode::ServiceAccount);
+        }
+        let present = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.trim().is_empty());
+        if !(present(&session.reason) && present(&session.intervention)) {
+            return Err(ErrorCode::NoIntervention);
+        }
+    }
+    Ok(())
+}
+
+/// The restrictions a re-shared camera carries downstream: the upstream's, narrowed
+/// by our grant, never widened.
+fn onward_restrictions(upstream: &Restrictions, grant: &Grant) -> Restrictions {
+    Restrictions {
+        // A restriction from upstream always travels on.
+        on_request: upstream.on_request || grant.mode == Mode::OnRequest,
+        // Where our grant lets the partner re-share AND the upstream allows it.
+        onward: grant
+            .onward
+            .iter()
+            .filter(|site| upstream.onward.contains(site))
+            .cloned()
+            .collect(),
+        // The earlier of the two ends: our grants end only with the policy's validity
+        // (which the wire does not carry), so the upstream's.
+        grant_end: upstream.grant_end,
     }
 }
 
@@ -286,6 +592,16 @@ impl Drop for ViewHold {
 impl CameraDirectory for Gateway {
     type Guard = ViewHold;
 
+    fn credentials_refused(&self, user: Option<&str>, reason: &str) {
+        if let Some(journal) = &self.journal {
+            journal.note_failure(
+                crate::journal::FailureKind::Authentication,
+                user.unwrap_or("unknown"),
+                reason,
+            );
+        }
+    }
+
     fn mount(&self, camera: &CameraId) -> Option<Mount> {
         if let Some(local) = self.local.get(camera) {
             return Some(Mount {
@@ -306,6 +622,16 @@ impl CameraDirectory for Gateway {
     }
 
     async fn open_view(&self, viewer: &Viewer, camera: &CameraId) -> Result<ViewHold, ViewRefusal> {
+        // The agent's open intervention on this camera gives the session its reason,
+        // whatever the client; it travels with the session to the camera's site.
+        let active = self
+            .interventions
+            .get()
+            .and_then(|store| store.active_for(&viewer.name, camera, jiff::Timestamp::now()));
+        let (reason, intervention) = match active {
+            Some(active) => (Some(active.reason), Some(active.id.as_str().to_owned())),
+            None => (None, None),
+        };
         let mut viewing = Viewing {
             session: new_session_id(),
             role: SessionRole::Local,
@@ -314,8 +640,8 @@ impl CameraDirectory for Gateway {
             origin: self.site.to_string(),
             agent: viewer.name.clone(),
             agent_kind: viewer_kind(viewer.kind),
-            reason: None,
-            intervention: None,
+            reason: reason.clone(),
+            intervention: intervention.clone(),
             policy_serial: None,
             grant: None,
             basis: None,
@@ -330,8 +656,8 @@ impl CameraDirectory for Gateway {
             let session = ViewingSession {
                 agent: viewer.name.clone(),
                 kind: viewer.kind,
-                reason: None,
-                intervention: None,
+                reason,
+                intervention,
                 origin: self.site.clone(),
             };
             match link.open_view(partner, camera, session).await {
@@ -349,7 +675,7 @@ impl CameraDirectory for Gateway {
         }
         Ok(ViewHold {
             remote,
-            journal: self.journal.clone(),
+            journal: self.register.journal.clone(),
             viewing,
             started: std::time::Instant::now(),
         })
@@ -388,35 +714,31 @@ impl CatalogProvider for Gateway {
         let mut cameras: Vec<CatalogCamera> = self
             .local
             .iter()
-            .filter_map(|(id, local)| {
-                let (policy, grant) = self.decide(partner, id, None).ok()?;
-                let grant = policy.policy.grants.get(grant)?;
-                let restrictions = Restrictions {
-                    on_request: grant.mode == Mode::OnRequest,
-                    onward: grant.onward.clone(),
-                    grant_end: None,
-                };
-                // A restriction the peer would not enforce withholds the camera.
-                let needs = [
-                    (restrictions.on_request, Feature::OnRequest),
-                    (!restrictions.onward.is_empty(), Feature::Onward),
-                ];
-                if needs
-                    .iter()
-                    .any(|(needed, feature)| *needed && !features.contains(feature))
-                {
-                    return None;
-                }
-                let info = local.channel.info();
-                Some(CatalogCamera {
-                    id: id.clone(),
-                    codec: info.as_ref().map(|info| info.codec),
-                    parameter_sets: info.map(|info| info.parameter_sets).unwrap_or_default(),
-                    restrictions,
-                    up: local.status.borrow().up,
-                })
-            })
+            .filter_map(|(id, local)| self.own_catalog_entry(partner, features, id, local))
             .collect();
+        // Imported cameras, in our ids, as their sites list them now (collected first:
+        // deciding reads the catalogs again).
+        let imported: Vec<(CameraId, (SiteId, CatalogCamera))> = {
+            let catalogs = lock(&self.catalogs);
+            catalogs
+                .iter()
+                .filter_map(|(site, listed)| Some((site, self.imports.get(site)?, listed)))
+                .flat_map(|(site, rule, listed)| {
+                    listed
+                        .iter()
+                        .filter(|c| rule.patterns.iter().any(|p| p.matches(&c.id)))
+                        .filter_map(|c| {
+                            let ours = c.id.with_prefix(&rule.prefix).ok()?;
+                            Some((ours, (site.clone(), c.clone())))
+                        })
+                })
+                .collect()
+        };
+        cameras.extend(
+            imported.into_iter().filter_map(|(id, source)| {
+                self.reshared_catalog_entry(partner, features, id, source)
+            }),
+        );
         cameras.sort_by(|a, b| a.id.cmp(&b.id));
         cameras
     }
@@ -427,9 +749,9 @@ impl CatalogProvider for Gateway {
         camera: &CameraId,
         active: &[CameraId],
     ) -> Result<Channel, ErrorCode> {
-        let (policy, grant) = self.decide(partner, camera, None)?;
-        if let Some(max) = policy.policy.grants.get(grant).and_then(|g| g.max_streams) {
-            let grant = &policy.policy.grants[grant];
+        let decided = self.decide(partner, camera, None)?;
+        let grant = decided.grant();
+        if let Some(max) = grant.max_streams {
             let held = active
                 .iter()
                 .filter(|held| *held != camera && grant.cameras.iter().any(|p| p.matches(held)))
@@ -438,10 +760,16 @@ impl CatalogProvider for Gateway {
                 return Err(ErrorCode::MaxStreams);
             }
         }
-        self.local
-            .get(camera)
-            .map(|local| local.channel.clone())
-            .ok_or(ErrorCode::NotGranted)
+        match decided.provenance {
+            Provenance::Own => self
+                .local
+                .get(camera)
+                .map(|local| local.channel.clone())
+                .ok_or(ErrorCode::NotGranted),
+            // Fed while an upstream session on it is open: the first allowed viewing
+            // session opens one.
+            Provenance::Imported { .. } => Ok(self.imported_channel(camera)),
+        }
     }
 
     fn open_view(
@@ -449,7 +777,7 @@ impl CatalogProvider for Gateway {
         partner: &SiteId,
         camera: &CameraId,
         session: &ViewingSession,
-    ) -> Result<(), ErrorCode> {
+    ) -> ViewDecision {
         let decided = self.decide(partner, camera, Some(session));
         let mut viewing = Viewing {
             session: new_session_id(),
@@ -465,43 +793,56 @@ impl CatalogProvider for Gateway {
             grant: None,
             basis: None,
         };
-        let (policy, grant) = match decided {
-            Ok(allowed) => allowed,
+        let decided = match decided {
+            Ok(decided) => decided,
             Err(code) => {
                 tracing::info!(
                     %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
                     origin = %session.origin, refusal = code.as_str(), "viewing session refused"
                 );
                 self.journal_refusal(viewing, code);
-                return Err(code);
+                return ViewDecision::Now(Err(code));
             }
         };
-        let basis = policy.policy.grants[grant].basis.clone();
-        viewing.grant = u32::try_from(grant).ok();
-        viewing.basis = Some(basis.clone());
-        // Journaled before the first packet: no record, no viewing.
-        if let Err(code) = self.journal_append(Event::SessionOpened(viewing.clone())) {
-            self.journal_refusal(viewing, code);
-            return Err(code);
-        }
+        viewing.policy_serial = Some(decided.policy.policy.serial);
+        viewing.grant = u32::try_from(decided.grant).ok();
+        viewing.basis = Some(decided.grant().basis.clone());
+        let Provenance::Imported { site, .. } = decided.provenance else {
+            return ViewDecision::Now(
+                self.register
+                    .provider_opened(partner, camera, session, viewing),
+            );
+        };
+        let Some(link) = self.link.get().cloned() else {
+            self.journal_refusal(viewing, ErrorCode::CameraUnavailable);
+            return ViewDecision::Now(Err(ErrorCode::CameraUnavailable));
+        };
         tracing::info!(
-            %camera, %partner, agent = %session.agent, kind = session.kind.as_str(),
-            reason = session.reason.as_deref().unwrap_or(""), origin = %session.origin,
-            %basis, session = %viewing.session, "viewing session opened"
+            %camera, %partner, upstream = %site, agent = %session.agent,
+            origin = %session.origin, "viewing session allowed here, asking the camera's site"
         );
-        lock(&self.provided)
-            .entry((
-                partner.clone(),
-                camera.clone(),
-                session.agent.clone(),
-                session.origin.clone(),
-            ))
-            .or_default()
-            .push(OpenSession {
-                id: viewing.session,
-                started: std::time::Instant::now(),
-            });
-        Ok(())
+        let register = self.register.clone();
+        let (partner, camera, session) = (partner.clone(), camera.clone(), session.clone());
+        ViewDecision::Relayed(Box::pin(async move {
+            // The same session, origin included, to the camera's own site: its policy
+            // decides and its journal records it.
+            match link.open_view(&site, &camera, session.clone()).await {
+                Ok(guard) => {
+                    // No await from here on (see `ViewDecision::Relayed`); a journal
+                    // failure drops the guard, which closes the session upstream.
+                    register.provider_opened(&partner, &camera, &session, viewing)?;
+                    Ok(guard)
+                }
+                Err(code) => {
+                    tracing::info!(
+                        %camera, %partner, upstream = %site, agent = %session.agent,
+                        refusal = code.as_str(), "viewing session refused by the camera's site"
+                    );
+                    register.refusal(viewing, code);
+                    Err(code)
+                }
+            }
+        }))
     }
 
     fn check_view(
@@ -520,37 +861,7 @@ impl CatalogProvider for Gateway {
         session: &ViewingSession,
         end: ViewEnd,
     ) {
-        let key = (
-            partner.clone(),
-            camera.clone(),
-            session.agent.clone(),
-            session.origin.clone(),
-        );
-        let open = {
-            let mut provided = lock(&self.provided);
-            let open = provided.get_mut(&key).and_then(Vec::pop);
-            if provided.get(&key).is_some_and(Vec::is_empty) {
-                provided.remove(&key);
-            }
-            open
-        };
-        tracing::info!(%camera, %partner, agent = %session.agent, why = end.as_str(), "viewing session ended");
-        let Some(open) = open else { return };
-        let viewing = Viewing {
-            session: open.id,
-            role: SessionRole::Provider,
-            camera: camera.to_string(),
-            partner: Some(partner.to_string()),
-            origin: session.origin.to_string(),
-            agent: session.agent.clone(),
-            agent_kind: viewer_kind(session.kind),
-            reason: session.reason.clone(),
-            intervention: session.intervention.clone(),
-            policy_serial: None,
-            grant: None,
-            basis: None,
-        };
-        journal_end(self.journal.as_ref(), &viewing, open.started, end.as_str());
+        self.register.provider_ended(partner, camera, session, end);
     }
 }
 
@@ -589,10 +900,15 @@ impl Importer for Gateway {
             }
         }
         tracing::info!(%partner, cameras = cameras.len(), "partner catalog received");
-        self.catalogs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(partner.clone(), cameras.to_vec());
+        let changed = lock(&self.catalogs)
+            .insert(partner.clone(), cameras.to_vec())
+            .is_none_or(|before| before != cameras);
+        // What we re-share of it follows at once: every partner's catalog, streams and
+        // sessions are decided again, as after a policy change. Only on a real change,
+        // so two sites' updates cannot echo each other forever.
+        if changed && let Some(link) = self.link.get() {
+            link.policy_changed();
+        }
     }
 }
 
@@ -633,5 +949,253 @@ fn journal_end(
     let written = journal.map(|journal| journal.append(ended));
     if !matches!(written, Some(Ok(_))) {
         tracing::error!(session = %viewing.session, "the end of a viewing session could not be journaled");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The onward rules of the module doc on a gateway without a link or journal: a
+    //! CSU importing two SNCF cameras, under a policy that would give more than the
+    //! SNCF allows.
+
+    use super::*;
+    use crate::media::Codec;
+    use crate::policy::{PolicyDigest, VerifiedSignatures};
+
+    const SNCF: &str = "sncf.metz.example";
+    const CSU: &str = "csu.metz.example";
+    const CCOR: &str = "ccor.metz.example";
+    const CORG: &str = "corg.gendarmerie.example";
+    const FURTHER: &str = "further.metz.example";
+
+    fn id(s: &str) -> SiteId {
+        s.parse().unwrap()
+    }
+
+    fn cam(s: &str) -> CameraId {
+        s.parse().unwrap()
+    }
+
+    fn policy(text: &str) -> Arc<VerifiedPolicy> {
+        Arc::new(VerifiedPolicy {
+            path: "policy.toml".into(),
+            policy: crate::policy::Policy::parse(text).unwrap(),
+            signatures: VerifiedSignatures {
+                signers: Vec::new(),
+                trusted_comments: Vec::new(),
+                ignored: Vec::new(),
+                digest: PolicyDigest::of(text.as_bytes()),
+            },
+        })
+    }
+
+    /// Our grants are wider than the SNCF's onward: the CCOR may pass Metz Ville on
+    /// to FURTHER and the CORG, the CORG gets every SNCF camera.
+    fn csu() -> Gateway {
+        let gateway = Gateway::new(
+            id(CSU),
+            HashMap::new(),
+            HashMap::from([(
+                id(SNCF),
+                ImportRule {
+                    prefix: cam("sncf"),
+                    patterns: vec![
+                        "metz-ville/**".parse().unwrap(),
+                        "woippy/**".parse().unwrap(),
+                    ],
+                },
+            )]),
+            ChannelSettings::default(),
+            None,
+        );
+        gateway.apply_policy(policy(&format!(
+            r#"version = 1
+site = "{CSU}"
+serial = 3
+valid_from = 2026-01-01T00:00:00Z
+valid_until = 2099-12-31T23:59:59Z
+time_zone = "Europe/Paris"
+reference = "test"
+
+[[grant]]
+partner = "{CCOR}"
+cameras = ["sncf/metz-ville/**", "sncf/woippy/**"]
+mode = "live"
+onward = ["{FURTHER}", "{CORG}"]
+basis = "test"
+
+[[grant]]
+partner = "{CORG}"
+cameras = ["sncf/**"]
+mode = "live"
+basis = "test"
+"#
+        )));
+        gateway
+    }
+
+    fn listed(id: &str, restrictions: Restrictions) -> CatalogCamera {
+        CatalogCamera {
+            id: cam(id),
+            codec: Some(Codec::H264),
+            parameter_sets: Vec::new(),
+            restrictions,
+            up: true,
+        }
+    }
+
+    fn later() -> jiff::Timestamp {
+        jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24)
+    }
+
+    /// The SNCF's catalog: Metz Ville on request, onward to the CCOR and FURTHER, with a
+    /// grant end; Woippy with no onward; the control room, which we do not import.
+    fn sncf_catalog(grant_end: jiff::Timestamp) -> Vec<CatalogCamera> {
+        vec![
+            listed(
+                "metz-ville/quai-1",
+                Restrictions {
+                    on_request: true,
+                    onward: vec![id(CCOR), id(FURTHER)],
+                    grant_end: Some(grant_end),
+                },
+            ),
+            listed("woippy/quai-1", Restrictions::default()),
+            listed(
+                "poste-de-commande/salle",
+                Restrictions {
+                    onward: vec![id(CCOR)],
+                    ..Restrictions::default()
+                },
+            ),
+        ]
+    }
+
+    fn session(origin: &str, kind: AgentKind, reason: bool) -> ViewingSession {
+        ViewingSession {
+            agent: "agent.ccor".to_owned(),
+            kind,
+            reason: reason.then(|| "rixe quai 1".to_owned()),
+            intervention: reason.then(|| "int-7".to_owned()),
+            origin: id(origin),
+        }
+    }
+
+    #[test]
+    fn a_reshared_camera_carries_the_narrower_of_both_restrictions() {
+        let gateway = csu();
+        let end = later();
+        gateway.catalog_changed(&id(SNCF), &sncf_catalog(end));
+
+        let catalog = gateway.catalog(&id(CCOR), &Feature::ALL);
+        assert_eq!(catalog.len(), 1, "{catalog:?}");
+        assert_eq!(catalog[0].id, cam("sncf/metz-ville/quai-1"));
+        assert_eq!(
+            catalog[0].restrictions,
+            Restrictions {
+                // The SNCF's on_request travels on, although our grant is live.
+                on_request: true,
+                // Ours name FURTHER and the CORG, the SNCF's FURTHER and the CCOR.
+                onward: vec![id(FURTHER)],
+                grant_end: Some(end),
+            }
+        );
+        // Each feature its restrictions need, and `onward` for any re-shared camera.
+        for missing in Feature::ALL {
+            let declared: Vec<Feature> =
+                Feature::ALL.into_iter().filter(|f| *f != missing).collect();
+            assert!(
+                gateway.catalog(&id(CCOR), &declared).is_empty(),
+                "{missing:?} missing"
+            );
+        }
+        // Never to a site the SNCF does not name, whatever our policy grants.
+        assert!(gateway.catalog(&id(CORG), &Feature::ALL).is_empty());
+        assert!(gateway.catalog(&id(SNCF), &Feature::ALL).is_empty());
+        for (partner, camera) in [
+            (CORG, "sncf/metz-ville/quai-1"),
+            (CORG, "sncf/woippy/quai-1"),
+            (CCOR, "sncf/woippy/quai-1"),
+            (CCOR, "sncf/poste-de-commande/salle"),
+        ] {
+            assert_eq!(
+                gateway.stream(&id(partner), &cam(camera), &[]).err(),
+                Some(ErrorCode::NotGranted),
+                "{partner} {camera}"
+            );
+        }
+        let channel = gateway
+            .stream(&id(CCOR), &cam("sncf/metz-ville/quai-1"), &[])
+            .unwrap();
+        assert_eq!(channel.camera(), &cam("sncf/metz-ville/quai-1"));
+        match CatalogProvider::open_view(
+            &gateway,
+            &id(CORG),
+            &cam("sncf/metz-ville/quai-1"),
+            &session(CORG, AgentKind::Agent, true),
+        ) {
+            ViewDecision::Now(Err(ErrorCode::NotGranted)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_session_on_a_reshared_camera_meets_the_upstream_rules_too() {
+        let gateway = csu();
+        gateway.catalog_changed(&id(SNCF), &sncf_catalog(later()));
+        let camera = cam("sncf/metz-ville/quai-1");
+        let check = |origin: &str, kind: AgentKind, reason: bool| {
+            gateway.check_view(&id(CCOR), &camera, &session(origin, kind, reason))
+        };
+        assert_eq!(check(CCOR, AgentKind::Agent, true), Ok(()));
+        // Onward from the CCOR: both policies name FURTHER, only ours the CORG.
+        assert_eq!(check(FURTHER, AgentKind::Agent, true), Ok(()));
+        assert_eq!(
+            check(CORG, AgentKind::Agent, true),
+            Err(ErrorCode::NotGranted)
+        );
+        // The SNCF's on_request, enforced here too.
+        assert_eq!(
+            check(CCOR, AgentKind::Agent, false),
+            Err(ErrorCode::NoIntervention)
+        );
+        assert_eq!(
+            check(CCOR, AgentKind::Service, true),
+            Err(ErrorCode::ServiceAccount)
+        );
+        // No link to carry the session to the SNCF: unavailable, never allowed here
+        // alone.
+        match CatalogProvider::open_view(
+            &gateway,
+            &id(CCOR),
+            &camera,
+            &session(CCOR, AgentKind::Agent, true),
+        ) {
+            ViewDecision::Now(Err(ErrorCode::CameraUnavailable)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reshared_camera_goes_with_its_upstream_grant_or_catalog() {
+        let gateway = csu();
+        let camera = cam("sncf/metz-ville/quai-1");
+        // The SNCF's grant has ended.
+        let past = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+        gateway.catalog_changed(&id(SNCF), &sncf_catalog(past));
+        assert!(gateway.catalog(&id(CCOR), &Feature::ALL).is_empty());
+        assert_eq!(
+            gateway.stream(&id(CCOR), &camera, &[]).err(),
+            Some(ErrorCode::NotGranted)
+        );
+        // Listed again, then the link to the SNCF drops: its catalog is empty.
+        gateway.catalog_changed(&id(SNCF), &sncf_catalog(later()));
+        assert_eq!(gateway.catalog(&id(CCOR), &Feature::ALL).len(), 1);
+        gateway.catalog_changed(&id(SNCF), &[]);
+        assert!(gateway.catalog(&id(CCOR), &Feature::ALL).is_empty());
+        assert_eq!(
+            gateway.check_view(&id(CCOR), &camera, &session(CCOR, AgentKind::Agent, true)),
+            Err(ErrorCode::NotGranted)
+        );
     }
 }

@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use crate::channel::{Channel, ChannelSettings};
 use crate::cli::Command;
 use crate::config::{Config, ConfigError, RtspSecret, UserKind};
+use crate::http::{HttpApi, HttpServer, HttpUsers, UsersHandle};
 use crate::ingest::{IngestSettings, IngestTransport};
+use crate::interventions::{InterventionSettings, InterventionStore};
 use crate::journal::{
     Event, Journal, JournalSettings, LinkDown, LinkUp, PolicyLoaded, PolicyRefused, ProcessStart,
     ProcessStop, SystemClock, TlsItem, TlsReloaded,
@@ -207,10 +209,29 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     .with_context(|| format!("binding rtsp.listen {}", config.rtsp.listen))?;
     listeners.insert("rtsp", rtsp.local_addr()?);
     let rtsp_task = tokio::spawn(rtsp.run(wait_for(shutdown_rx.clone())));
+    let http = start_http(&config, journal.as_ref(), &shutdown_rx).await?;
+    let mut http_reload = None;
+    let mut http_task = None;
+    if let Some(Http {
+        server,
+        users,
+        interventions,
+    }) = http
+    {
+        listeners.insert("http", server.local_addr());
+        http_reload = Some(HttpReload {
+            tls: server.tls(),
+            users,
+        });
+        gateway.attach_interventions(interventions);
+        http_task = Some(tokio::spawn(server.serve(wait_for(shutdown_rx.clone()))));
+    }
+
     let policy_task = tokio::spawn(watch_policy(
         policy,
         Arc::clone(&gateway),
         Arc::new(config.clone()),
+        Arc::new(http_reload),
         shutdown_rx.clone(),
     ));
 
@@ -253,6 +274,9 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     shutdown_tx.send_replace(true);
     rtsp_task.await?;
     policy_task.await?;
+    if let Some(task) = http_task {
+        task.await??;
+    }
     for ingest in ingests {
         if let Err(error) = ingest.join().await {
             tracing::warn!(%error, "camera ingest task failed");
@@ -519,6 +543,7 @@ async fn watch_policy(
     loader: Arc<PolicyLoader>,
     gateway: Arc<Gateway>,
     config: Arc<Config>,
+    http: Arc<Option<HttpReload>>,
     shutdown: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -539,9 +564,13 @@ async fn watch_policy(
                 tracing::info!("SIGHUP: reloading the policy, certificates, keys and CRLs");
                 let (loader, gateway, config) =
                     (Arc::clone(&loader), Arc::clone(&gateway), Arc::clone(&config));
+                let http = Arc::clone(&http);
                 let reloaded = tokio::task::spawn_blocking(move || {
                     loader.reload(&gateway);
                     reload_link_tls(&config, &gateway);
+                    if let Some(http) = http.as_ref() {
+                        http.reload(&config);
+                    }
                 });
                 if let Err(error) = reloaded.await {
                     tracing::error!(%error, "policy reload task failed");
@@ -550,6 +579,69 @@ async fn watch_policy(
             _ = minute.tick() => gateway.policy_clock_tick(),
         }
     }
+}
+
+/// The `[http]` listener and what it serves: the interventions API today.
+struct Http {
+    server: HttpServer,
+    users: UsersHandle,
+    interventions: InterventionStore,
+}
+
+/// What SIGHUP reloads for the `[http]` listener: its certificate and the users' tokens.
+struct HttpReload {
+    tls: Option<crate::http::HttpTlsHandle>,
+    users: UsersHandle,
+}
+
+impl HttpReload {
+    fn reload(&self, config: &Config) {
+        if let Some(tls) = &self.tls
+            && let Err(error) = tls.reload()
+        {
+            tracing::error!(%error, "HTTPS certificate reload refused; the current one stays");
+        }
+        match HttpUsers::load(&config.users) {
+            Ok(users) => self.users.replace(users),
+            Err(error) => tracing::error!(%error, "token reload refused; the current tokens stay"),
+        }
+    }
+}
+
+/// Binds the `[http]` listener with the interventions API. Interventions are journaled,
+/// so without a journal there is no API (and no viewing session anyway).
+async fn start_http(
+    config: &Config,
+    journal: Option<&Journal>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<Http>> {
+    let Some(journal) = journal else {
+        tracing::warn!("no journal: the interventions API is not served");
+        return Ok(None);
+    };
+    crate::http::describe_metrics();
+    let users =
+        UsersHandle::new(HttpUsers::load(&config.users).context("reading the users' tokens")?);
+    let interventions = InterventionStore::new(InterventionSettings::default(), journal.clone());
+    tokio::spawn(interventions.clone().run_expiry(
+        Arc::new(SystemClock),
+        std::time::Duration::from_secs(1),
+        wait_for(shutdown.clone()),
+    ));
+    let api = HttpApi {
+        users: users.clone(),
+        interventions: interventions.clone(),
+        journal: journal.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let server = HttpServer::bind(&config.http, api, axum::Router::new())
+        .await
+        .with_context(|| format!("binding http.listen {}", config.http.listen))?;
+    Ok(Some(Http {
+        server,
+        users,
+        interventions,
+    }))
 }
 
 /// Reads our certificate, key and CA, the partners' CAs and the CRLs, and exports

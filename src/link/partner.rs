@@ -26,8 +26,25 @@
 //! puts `Open` sessions back to `Waiting` (state `Reconnecting`) and ends those still
 //! being opened for the first time. Everything else (streams both ways, the peer's
 //! sessions on our cameras) belongs to one connection and ends with it.
+//!
+//! The peer's sessions on our cameras, for each `ViewOpen`:
+//!
+//! ```text
+//!  ViewOpen ─ provider.open_view ─┬─ Now(Ok) ──────────────────────────────► allowed
+//!                                 ├─ Now(Err) ─────────────────────────────► refused
+//!                                 └─ Relayed ─► pending ─ Event::ViewDecided ┬► allowed (holds the upstream ViewGuard)
+//!                                               │                            └► refused
+//!                                               └─ ViewClose / stream or link ends: task aborted
+//!  allowed ─ ViewClose, Unsubscribe, policy change, link down ──► ended (close_view)
+//!  allowed (relayed) ─ Event::UpstreamEnded ──► revoked: ViewAnswer{refusal}, close_view
+//! ```
+//!
+//! `ViewAnswer` is sent once, on leaving `pending`; `allowed` sessions are the only
+//! ones that open the gate of their camera's flow. A pending decision that comes back
+//! for a session no longer pending (closed meanwhile, or an older connection) is
+//! closed at once with `close_view`, so what the provider journaled open also ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +57,10 @@ use tokio::time::Instant;
 use super::close::{LinkCloseCode, describe_close_code};
 use super::flow::{self, InFlow, MediaError, OutFlowEnd, OutFlowStart};
 use super::settings::PartnerLink;
-use super::{Context, Established, LinkStatus, ViewEnd, ViewState, establish};
+use super::{
+    Context, Established, LinkStatus, RelayedView, ViewDecision, ViewEnd, ViewGuard, ViewState,
+    establish,
+};
 use crate::backoff::Backoff;
 use crate::channel::{Channel, SinkLabel};
 use crate::control::{
@@ -103,6 +123,23 @@ enum Event {
         generation: u64,
         flow_id: FlowId,
     },
+    /// The camera site answered a peer's session on a re-shared camera.
+    ViewDecided(Box<ViewDecided>),
+    /// The upstream session a peer's session on a re-shared camera rests on ended.
+    UpstreamEnded {
+        generation: u64,
+        view_id: ViewId,
+        code: ErrorCode,
+    },
+}
+
+/// The outcome of a [`ViewDecision::Relayed`], back in the partner task.
+struct ViewDecided {
+    generation: u64,
+    view_id: ViewId,
+    camera: CameraId,
+    session: ViewingSession,
+    result: Result<ViewGuard, ErrorCode>,
 }
 
 /// One thing the loop woke up for.
@@ -173,6 +210,22 @@ struct Provided {
 struct PeerView {
     camera: CameraId,
     session: ViewingSession,
+    /// For a re-shared camera: dropping it ends the task holding the upstream session
+    /// ([`hold_upstream`]), which closes that session.
+    #[expect(
+        dead_code,
+        reason = "held for its Drop, which releases the upstream session"
+    )]
+    upstream: Option<oneshot::Sender<()>>,
+}
+
+/// A viewing session the peer opened on a re-shared camera, allowed by our policy and
+/// waiting for the camera site's answer ([`Event::ViewDecided`]).
+struct PendingView {
+    camera: CameraId,
+    /// Awaits the answer; aborting it (the peer closed the session, the stream or the
+    /// link ended) drops the upstream session still opening.
+    task: JoinHandle<()>,
 }
 
 /// The live connection and everything that ends with it.
@@ -194,6 +247,9 @@ struct Live {
     provided: HashMap<CameraId, Provided>,
     provided_ids: HashMap<FlowId, CameraId>,
     peer_views: HashMap<ViewId, PeerView>,
+    pending_views: HashMap<ViewId, PendingView>,
+    /// The cameras of the last catalog sent: the only ones the peer may subscribe to.
+    offered: HashSet<CameraId>,
     next_flow: u64,
     sender: mpsc::UnboundedSender<OutFlowStart>,
     flow_ended: mpsc::UnboundedReceiver<(FlowId, OutFlowEnd)>,
@@ -207,6 +263,9 @@ impl Drop for Live {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+        for pending in self.pending_views.values() {
+            pending.task.abort();
         }
         for import in self.imports.values() {
             if let ImportState::Active { keyframes, .. } = &import.state {
@@ -440,6 +499,12 @@ impl PartnerTask {
                     self.send(Message::KeyframeRequest { flow_id });
                 }
             }
+            Event::ViewDecided(decided) => self.handle_view_decided(*decided),
+            Event::UpstreamEnded {
+                generation,
+                view_id,
+                code,
+            } => self.handle_upstream_ended(generation, view_id, code),
         }
     }
 
@@ -519,6 +584,8 @@ impl PartnerTask {
             provided: HashMap::new(),
             provided_ids: HashMap::new(),
             peer_views: HashMap::new(),
+            pending_views: HashMap::new(),
+            offered: HashSet::new(),
             next_flow: 0,
             sender,
             flow_ended,
@@ -541,8 +608,7 @@ impl PartnerTask {
             status.peer_policy_serial = hello.policy_serial;
             status.peer_catalog_len = 0;
         });
-        let catalog = self.context.provider.catalog(&self.id, &hello.features);
-        self.send(Message::Catalog(catalog));
+        self.offer_catalog(true);
         // Sessions that survived a drop are opened again.
         let waiting: Vec<u64> = self.views.keys().copied().collect();
         for key in waiting {
@@ -1048,7 +1114,12 @@ impl PartnerTask {
             Err(ErrorCode::MaxStreams)
         } else {
             let active: Vec<CameraId> = live.provided.keys().cloned().collect();
-            self.context.provider.stream(&self.id, &camera, &active)
+            let decision = self.context.provider.stream(&self.id, &camera, &active);
+            // Never a camera withheld from the peer's catalog, whatever its id.
+            match decision {
+                Ok(_) if !live.offered.contains(&camera) => Err(ErrorCode::NotGranted),
+                other => other,
+            }
         };
         let channel = match decision {
             Ok(channel) => channel,
@@ -1147,7 +1218,7 @@ impl PartnerTask {
             camera,
             session,
         } = open;
-        if live.peer_views.contains_key(&view_id) {
+        if live.peer_views.contains_key(&view_id) || live.pending_views.contains_key(&view_id) {
             let why = format!("view {} opened twice", view_id.0);
             self.close_live(LinkCloseCode::UnexpectedMessage, &why);
             return;
@@ -1163,44 +1234,223 @@ impl PartnerTask {
             "viewing session requested"
         );
         let decision = if !live.provided.contains_key(&camera) {
-            Err(ErrorCode::UnknownFlow)
-        } else if live.peer_views.len() >= self.context.settings.max_views_per_link {
-            Err(ErrorCode::MaxStreams)
+            ViewDecision::Now(Err(ErrorCode::UnknownFlow))
+        } else if live.peer_views.len() + live.pending_views.len()
+            >= self.context.settings.max_views_per_link
+        {
+            ViewDecision::Now(Err(ErrorCode::MaxStreams))
         } else {
             self.context.provider.open_view(&self.id, &camera, &session)
         };
         match decision {
-            Ok(()) => {
-                tracing::info!(%camera, partner = %self.id, agent = %session.agent, "viewing session allowed");
-                if let Some(provided) = live.provided.get_mut(&camera) {
-                    provided.views.push(view_id);
-                }
-                live.peer_views.insert(
-                    view_id,
-                    PeerView {
-                        camera: camera.clone(),
-                        session,
-                    },
-                );
-                self.send(Message::ViewAnswer(ViewAnswer {
-                    view_id,
-                    refusal: None,
-                }));
-                self.update_gate(&camera);
-            }
-            Err(code) => {
-                tracing::info!(%camera, partner = %self.id, agent = %session.agent, code = code.as_str(), "viewing session refused");
-                super::count_refusal(&self.label, code.as_str());
-                self.send(Message::ViewAnswer(ViewAnswer {
-                    view_id,
-                    refusal: Some(code),
-                }));
+            ViewDecision::Now(Ok(())) => self.allow_peer_view(view_id, camera, session, None),
+            ViewDecision::Now(Err(code)) => self.refuse_peer_view(view_id, &camera, &session, code),
+            ViewDecision::Relayed(pending) => {
+                self.relay_peer_view(view_id, camera, session, pending);
             }
         }
     }
 
+    /// Answers an allowed session and lets its camera's packets flow.
+    fn allow_peer_view(
+        &mut self,
+        view_id: ViewId,
+        camera: CameraId,
+        session: ViewingSession,
+        upstream: Option<oneshot::Sender<()>>,
+    ) {
+        let Some(live) = &mut self.live else { return };
+        tracing::info!(%camera, partner = %self.id, agent = %session.agent, relayed = upstream.is_some(), "viewing session allowed");
+        if let Some(provided) = live.provided.get_mut(&camera) {
+            provided.views.push(view_id);
+        }
+        live.peer_views.insert(
+            view_id,
+            PeerView {
+                camera: camera.clone(),
+                session,
+                upstream,
+            },
+        );
+        self.send(Message::ViewAnswer(ViewAnswer {
+            view_id,
+            refusal: None,
+        }));
+        self.update_gate(&camera);
+    }
+
+    fn refuse_peer_view(
+        &mut self,
+        view_id: ViewId,
+        camera: &CameraId,
+        session: &ViewingSession,
+        code: ErrorCode,
+    ) {
+        tracing::info!(%camera, partner = %self.id, agent = %session.agent, code = code.as_str(), "viewing session refused");
+        super::count_refusal(&self.label, code.as_str());
+        self.send(Message::ViewAnswer(ViewAnswer {
+            view_id,
+            refusal: Some(code),
+        }));
+    }
+
+    /// A session on a re-shared camera that our policy allowed: waits (in a task, the
+    /// loop goes on) for the camera site's answer, which comes back as
+    /// [`Event::ViewDecided`].
+    fn relay_peer_view(
+        &mut self,
+        view_id: ViewId,
+        camera: CameraId,
+        session: ViewingSession,
+        pending: RelayedView,
+    ) {
+        let Some(live) = &mut self.live else { return };
+        tracing::info!(%camera, partner = %self.id, agent = %session.agent, origin = %session.origin, "viewing session carried to the camera's site");
+        let events = self.events_tx.clone();
+        let provider = Arc::clone(&self.context.provider);
+        let partner = self.id.clone();
+        let generation = live.generation;
+        let pending_camera = camera.clone();
+        let task = tokio::spawn(async move {
+            let result = pending.await;
+            // No await point from here on: an abort cannot split "journaled" from
+            // "reported".
+            let decided = Event::ViewDecided(Box::new(ViewDecided {
+                generation,
+                view_id,
+                camera,
+                session,
+                result,
+            }));
+            if let Err(mpsc::error::SendError(Event::ViewDecided(decided))) = events.send(decided)
+                && decided.result.is_ok()
+            {
+                // The partner task is gone (shutting down): end what was journaled.
+                provider.close_view(
+                    &partner,
+                    &decided.camera,
+                    &decided.session,
+                    ViewEnd::ShuttingDown,
+                );
+            }
+        });
+        live.pending_views.insert(
+            view_id,
+            PendingView {
+                camera: pending_camera,
+                task,
+            },
+        );
+    }
+
+    fn handle_view_decided(&mut self, decided: ViewDecided) {
+        let ViewDecided {
+            generation,
+            view_id,
+            camera,
+            session,
+            result,
+        } = decided;
+        let same_link = self
+            .live
+            .as_ref()
+            .is_some_and(|live| live.generation == generation);
+        let pending = match &mut self.live {
+            Some(live) if same_link => live.pending_views.remove(&view_id),
+            _ => None,
+        };
+        if pending.is_none() {
+            // The peer closed the session, or its stream or link ended, while the
+            // camera's site was deciding: what was opened there ends now.
+            if let Ok(guard) = result {
+                let end = if same_link {
+                    ViewEnd::Closed
+                } else {
+                    ViewEnd::LinkDown
+                };
+                self.context
+                    .provider
+                    .close_view(&self.id, &camera, &session, end);
+                drop(guard);
+            }
+            return;
+        }
+        let guard = match result {
+            Ok(guard) => guard,
+            Err(code) => {
+                self.refuse_peer_view(view_id, &camera, &session, code);
+                return;
+            }
+        };
+        // Decided again now: the policy or the stream may have changed while waiting.
+        let still = match &self.live {
+            Some(live) if live.provided.contains_key(&camera) => self
+                .context
+                .provider
+                .check_view(&self.id, &camera, &session),
+            _ => Err(ErrorCode::Withdrawn),
+        };
+        if let Err(code) = still {
+            self.context
+                .provider
+                .close_view(&self.id, &camera, &session, ViewEnd::Withdrawn(code));
+            drop(guard);
+            self.refuse_peer_view(view_id, &camera, &session, code);
+            return;
+        }
+        let Some(live) = &mut self.live else { return };
+        let (stop_tx, stop) = oneshot::channel();
+        live.tasks.retain(|task| !task.is_finished());
+        live.tasks.push(tokio::spawn(hold_upstream(
+            guard,
+            stop,
+            self.events_tx.clone(),
+            generation,
+            view_id,
+        )));
+        self.allow_peer_view(view_id, camera, session, Some(stop_tx));
+    }
+
+    /// The camera's site ended the upstream session of a re-shared camera's session
+    /// (withdrawn there, stream ended): the session is revoked here too.
+    fn handle_upstream_ended(&mut self, generation: u64, view_id: ViewId, code: ErrorCode) {
+        let Some(live) = &mut self.live else { return };
+        if live.generation != generation {
+            return;
+        }
+        let Some(view) = live.peer_views.remove(&view_id) else {
+            return;
+        };
+        if let Some(provided) = live.provided.get_mut(&view.camera) {
+            provided.views.retain(|v| *v != view_id);
+        }
+        // The peer had it until now: `NOT_GRANTED` reads `WITHDRAWN`.
+        let code = match code {
+            ErrorCode::NotGranted => ErrorCode::Withdrawn,
+            other => other,
+        };
+        tracing::info!(camera = %view.camera, partner = %self.id, agent = %view.session.agent, code = code.as_str(), "viewing session revoked: the camera's site ended it");
+        self.send(Message::ViewAnswer(ViewAnswer {
+            view_id,
+            refusal: Some(code),
+        }));
+        self.context.provider.close_view(
+            &self.id,
+            &view.camera,
+            &view.session,
+            ViewEnd::Withdrawn(code),
+        );
+        self.update_gate(&view.camera);
+    }
+
     fn handle_peer_view_close(&mut self, view_id: ViewId) {
         let Some(live) = &mut self.live else { return };
+        if let Some(pending) = live.pending_views.remove(&view_id) {
+            // Still deciding upstream: nothing was journaled open here yet.
+            pending.task.abort();
+            tracing::info!(camera = %pending.camera, partner = %self.id, "viewing session closed before the camera's site answered");
+            return;
+        }
         let Some(view) = live.peer_views.remove(&view_id) else {
             return;
         };
@@ -1276,6 +1526,13 @@ impl PartnerTask {
             return;
         };
         live.provided_ids.remove(&provided.flow_id);
+        live.pending_views.retain(|_, pending| {
+            let keep = pending.camera != *camera;
+            if !keep {
+                pending.task.abort();
+            }
+            keep
+        });
         for view_id in provided.views {
             if let Some(view) = live.peer_views.remove(&view_id) {
                 self.context
@@ -1285,10 +1542,34 @@ impl PartnerTask {
         }
     }
 
+    /// Sends the catalog our provider gives the peer (`Catalog` first, then
+    /// `CatalogUpdate`), withholding any camera whose restrictions the peer did not
+    /// declare it enforces, and remembers what was offered.
+    fn offer_catalog(&mut self, first: bool) {
+        let Some(live) = &mut self.live else { return };
+        let mut catalog = self.context.provider.catalog(&self.id, &live.features);
+        let listed = catalog.len();
+        catalog.retain(|camera| camera.restrictions.enforced_by(&live.features));
+        if catalog.len() < listed {
+            tracing::warn!(
+                partner = %self.id,
+                withheld = listed - catalog.len(),
+                "cameras with restrictions the partner does not enforce withheld"
+            );
+        }
+        live.offered = catalog.iter().map(|camera| camera.id.clone()).collect();
+        self.send(if first {
+            Message::Catalog(catalog)
+        } else {
+            Message::CatalogUpdate(catalog)
+        });
+    }
+
     fn policy_changed(&mut self) {
-        let Some(live) = &self.live else { return };
-        let catalog = self.context.provider.catalog(&self.id, &live.features);
-        self.send(Message::CatalogUpdate(catalog));
+        if self.live.is_none() {
+            return;
+        }
+        self.offer_catalog(false);
         // Streams the new policy refuses end; `NOT_GRANTED` reads `WITHDRAWN` to the
         // partner, who had it until now.
         let streams: Vec<(CameraId, FlowId)> = self.live.as_ref().map_or_else(Vec::new, |live| {
@@ -1305,7 +1586,19 @@ impl PartnerTask {
                     .cloned()
                     .collect()
             });
-            if let Err(code) = self.context.provider.stream(&self.id, &camera, &others) {
+            let offered = self
+                .live
+                .as_ref()
+                .is_some_and(|live| live.offered.contains(&camera));
+            let decision = if offered {
+                self.context
+                    .provider
+                    .stream(&self.id, &camera, &others)
+                    .map(drop)
+            } else {
+                Err(ErrorCode::NotGranted)
+            };
+            if let Err(code) = decision {
                 let code = match code {
                     ErrorCode::NotGranted => ErrorCode::Withdrawn,
                     other => other,
@@ -1439,6 +1732,24 @@ async fn run_writer(send: quinn::SendStream, max: usize, mut queue: mpsc::Receiv
         }
     }
     let _ = writer.get_mut().finish();
+}
+
+/// Holds the upstream session a peer's session on a re-shared camera rests on, until
+/// `stop` fires or is dropped (the session ended here) or the upstream ends it (then
+/// reported as [`Event::UpstreamEnded`]). The guard's drop closes it upstream.
+async fn hold_upstream(
+    mut guard: ViewGuard,
+    stop: oneshot::Receiver<()>,
+    events: mpsc::UnboundedSender<Event>,
+    generation: u64,
+    view_id: ViewId,
+) {
+    tokio::select! {
+        code = guard.ended() => {
+            let _ = events.send(Event::UpstreamEnded { generation, view_id, code });
+        }
+        _ = stop => {}
+    }
 }
 
 /// Forwards an imported channel's keyframe requests (already rate-limited by the

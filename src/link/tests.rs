@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use super::*;
 use crate::channel::{ChannelSettings, SinkEvent, SinkLabel};
 use crate::control::{
-    CatalogCamera, ControlWriter, FlowId, RequestId, Restrictions, Subscribe, SubscribeError,
-    SubscribeOk,
+    CatalogCamera, ControlWriter, FlowId, RequestId, Restrictions, StreamEnded, Subscribe,
+    SubscribeError, SubscribeOk,
 };
 use crate::media::{Codec, MediaPacket, StreamInfo};
 use crate::pki::{self, Validity};
@@ -126,6 +126,8 @@ struct TestProvider {
     opened: Mutex<Vec<(SiteId, CameraId, ViewingSession)>>,
     closed: Mutex<Vec<(CameraId, ViewEnd)>>,
     streams_refused: Mutex<Vec<CameraId>>,
+    /// Restrictions listed with a camera in the catalog (none by default).
+    restricted: Mutex<HashMap<CameraId, Restrictions>>,
     changed: Notify,
 }
 
@@ -150,6 +152,7 @@ impl TestProvider {
             opened: Mutex::new(Vec::new()),
             closed: Mutex::new(Vec::new()),
             streams_refused: Mutex::new(Vec::new()),
+            restricted: Mutex::new(HashMap::new()),
             changed: Notify::new(),
         })
     }
@@ -202,15 +205,18 @@ impl CatalogProvider for TestProvider {
         Some(7)
     }
 
+    /// Ignores `features` on purpose: the link withholds what the peer would not
+    /// enforce, whatever the provider lists.
     fn catalog(&self, _partner: &SiteId, _features: &[Feature]) -> Vec<CatalogCamera> {
         let granted = self.granted.lock().unwrap();
+        let restricted = self.restricted.lock().unwrap();
         granted
             .iter()
             .map(|camera| CatalogCamera {
                 id: camera.clone(),
                 codec: Some(Codec::H264),
                 parameter_sets: Vec::new(),
-                restrictions: Restrictions::default(),
+                restrictions: restricted.get(camera).cloned().unwrap_or_default(),
                 up: true,
             })
             .collect()
@@ -235,16 +241,16 @@ impl CatalogProvider for TestProvider {
         partner: &SiteId,
         camera: &CameraId,
         session: &ViewingSession,
-    ) -> Result<(), ErrorCode> {
+    ) -> ViewDecision {
         if !self.is_granted(camera) {
-            return Err(ErrorCode::NotGranted);
+            return ViewDecision::Now(Err(ErrorCode::NotGranted));
         }
         self.opened
             .lock()
             .unwrap()
             .push((partner.clone(), camera.clone(), session.clone()));
         self.changed.notify_waiters();
-        Ok(())
+        ViewDecision::Now(Ok(()))
     }
 
     fn check_view(
@@ -736,6 +742,19 @@ impl RawPeer {
     }
 
     async fn handshake(pki: &Pki, site: &str, provider: SocketAddr) -> RawPeer {
+        let (peer, catalog) = Self::handshake_declaring(pki, site, provider, &Feature::ALL).await;
+        assert_eq!(catalog.len(), 1, "{catalog:?}");
+        peer
+    }
+
+    /// Connects as `site`, declaring `features` in its `Hello`; returns the catalog
+    /// the provider sent.
+    async fn handshake_declaring(
+        pki: &Pki,
+        site: &str,
+        provider: SocketAddr,
+        features: &[Feature],
+    ) -> (RawPeer, Vec<CatalogCamera>) {
         let connection = Self::connect(pki, site, provider).await;
         let (send, recv) = connection.open_bi().await.unwrap();
         let mut peer = RawPeer {
@@ -746,14 +765,17 @@ impl RawPeer {
         peer.send(Message::Hello(Hello {
             proto_version: PROTO_VERSION,
             site: id(site),
-            features: Feature::ALL.to_vec(),
+            features: features.to_vec(),
             policy_serial: None,
         }))
         .await;
         assert!(matches!(peer.recv().await, Message::Hello(h) if h.site == id(SNCF)));
-        assert!(matches!(peer.recv().await, Message::Catalog(c) if c.len() == 1));
+        let catalog = match peer.recv().await {
+            Message::Catalog(catalog) => catalog,
+            other => panic!("expected the catalog, got {other:?}"),
+        };
         peer.send(Message::Catalog(Vec::new())).await;
-        peer
+        (peer, catalog)
     }
 
     async fn send(&mut self, message: Message) {
@@ -1087,6 +1109,342 @@ async fn both_sides_dialling_settle_on_one_link() {
             .await
             .unwrap();
         packets(&mut sink, 5).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_did_not_declare_onward_never_gets_a_restricted_camera() {
+    bounded(async {
+        let pki = Pki::new();
+        let sncf = sncf(&pki, &[CSU, CCOR], MediaTransport::Datagram);
+        let addr = sncf.link.local_addr();
+        let onward = Restrictions {
+            onward: vec![id(CCOR)],
+            ..Restrictions::default()
+        };
+        sncf.provider
+            .restricted
+            .lock()
+            .unwrap()
+            .insert(cam(GRANTED), onward.clone());
+
+        // An older peer: a Hello without features. The provider lists the camera
+        // (this test provider ignores features), the link withholds it...
+        let (mut old, catalog) =
+            RawPeer::handshake_declaring(&pki, CSU, addr, &[Feature::OnRequest, Feature::GrantEnd])
+                .await;
+        assert!(catalog.is_empty(), "{catalog:?}");
+        // ...and refuses it by id too, although the provider's `stream` would grant it.
+        old.send(Message::Subscribe(Subscribe {
+            request_id: RequestId(1),
+            camera: cam(GRANTED),
+        }))
+        .await;
+        assert_eq!(
+            old.recv().await,
+            Message::SubscribeError(SubscribeError {
+                request_id: RequestId(1),
+                code: ErrorCode::NotGranted,
+            })
+        );
+        let datagram =
+            tokio::time::timeout(Duration::from_millis(300), old.connection.read_datagram()).await;
+        assert!(
+            datagram.is_err(),
+            "media crossed to a peer without the feature"
+        );
+
+        // A peer that declared `onward` gets the camera with its restriction.
+        let (mut new, catalog) =
+            RawPeer::handshake_declaring(&pki, CCOR, addr, &Feature::ALL).await;
+        assert_eq!(catalog.len(), 1, "{catalog:?}");
+        assert_eq!(catalog[0].id, cam(GRANTED));
+        assert_eq!(catalog[0].restrictions, onward);
+        new.send(Message::Subscribe(Subscribe {
+            request_id: RequestId(1),
+            camera: cam(GRANTED),
+        }))
+        .await;
+        assert!(
+            matches!(new.recv().await, Message::SubscribeOk(_)),
+            "the declaring peer is refused"
+        );
+
+        // A camera that becomes restricted later: withheld from the older peer's
+        // update, and a stream it held ends.
+        sncf.provider.restricted.lock().unwrap().clear();
+        sncf.link.policy_changed();
+        assert!(matches!(old.recv().await, Message::CatalogUpdate(c) if c.len() == 1));
+        old.send(Message::Subscribe(Subscribe {
+            request_id: RequestId(2),
+            camera: cam(GRANTED),
+        }))
+        .await;
+        let flow_id = match old.recv().await {
+            Message::SubscribeOk(ok) => ok.flow_id,
+            other => panic!("{other:?}"),
+        };
+        sncf.provider
+            .restricted
+            .lock()
+            .unwrap()
+            .insert(cam(GRANTED), onward);
+        sncf.link.policy_changed();
+        let mut got = vec![old.recv().await, old.recv().await];
+        got.sort_by_key(|m| m.kind());
+        assert!(
+            matches!(&got[0], Message::CatalogUpdate(c) if c.is_empty()),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[1],
+            Message::StreamEnded(StreamEnded {
+                flow_id,
+                code: ErrorCode::Withdrawn,
+            })
+        );
+    })
+    .await;
+}
+
+// ---- re-sharing: a relaying site between the camera's site and the viewer's ----
+
+const RESHARED: &str = "sncf/metz-ville/quai-1";
+const RESHARED_REFUSED: &str = "sncf/woippy/quai-2";
+
+/// The CSU of a chain SNCF → CSU → CCOR: offers two cameras it imports from the
+/// SNCF, reads them from its importer's channels, and carries every viewing session
+/// to the SNCF ([`ViewDecision::Relayed`]), as the gateway does.
+struct RelayProvider {
+    importer: Arc<TestImporter>,
+    link: std::sync::OnceLock<LinkHandle>,
+    closed: Mutex<Vec<(SiteId, CameraId, ViewEnd)>>,
+}
+
+impl CatalogProvider for RelayProvider {
+    fn policy_serial(&self) -> Option<u64> {
+        Some(1)
+    }
+
+    fn catalog(&self, _partner: &SiteId, _features: &[Feature]) -> Vec<CatalogCamera> {
+        [RESHARED, RESHARED_REFUSED]
+            .into_iter()
+            .map(|camera| CatalogCamera {
+                id: cam(camera),
+                codec: Some(Codec::H264),
+                parameter_sets: Vec::new(),
+                restrictions: Restrictions::default(),
+                up: true,
+            })
+            .collect()
+    }
+
+    fn stream(
+        &self,
+        _partner: &SiteId,
+        camera: &CameraId,
+        _active: &[CameraId],
+    ) -> Result<Channel, ErrorCode> {
+        Ok(self.importer.local(camera.as_str()))
+    }
+
+    fn open_view(
+        &self,
+        _partner: &SiteId,
+        camera: &CameraId,
+        session: &ViewingSession,
+    ) -> ViewDecision {
+        let link = self.link.get().unwrap().clone();
+        let (camera, session) = (camera.clone(), session.clone());
+        ViewDecision::Relayed(Box::pin(async move {
+            link.open_view(&id(SNCF), &camera, session).await
+        }))
+    }
+
+    fn check_view(
+        &self,
+        _partner: &SiteId,
+        _camera: &CameraId,
+        _session: &ViewingSession,
+    ) -> Result<(), ErrorCode> {
+        Ok(())
+    }
+
+    fn close_view(
+        &self,
+        partner: &SiteId,
+        camera: &CameraId,
+        _session: &ViewingSession,
+        end: ViewEnd,
+    ) {
+        self.closed
+            .lock()
+            .unwrap()
+            .push((partner.clone(), camera.clone(), end));
+    }
+}
+
+struct Chain {
+    sncf: Site,
+    relay: Arc<RelayProvider>,
+    _csu: LinkHandle,
+    ccor: Site,
+}
+
+/// SNCF ← CSU (dials it, prefix `sncf`) ← CCOR (dials the CSU, prefix `csu`).
+async fn chain(pki: &Pki) -> Chain {
+    let sncf = sncf(pki, &[CSU], MediaTransport::Datagram);
+    let importer = Arc::new(TestImporter::default());
+    // The gateway sets an imported camera's description from its site's catalog.
+    for camera in [RESHARED, RESHARED_REFUSED] {
+        importer.local(camera).set_info(StreamInfo {
+            codec: Codec::H264,
+            clock_rate: 90_000,
+            parameter_sets: vec![
+                Bytes::from_static(&[0x67, 0x42, 0x00, 0x1f]),
+                Bytes::from_static(&[0x68, 0xce, 0x3c, 0x80]),
+            ],
+        });
+    }
+    let relay = Arc::new(RelayProvider {
+        importer: Arc::clone(&importer),
+        link: std::sync::OnceLock::new(),
+        closed: Mutex::new(Vec::new()),
+    });
+    let csu = LinkHandle::bind(
+        settings(
+            CSU,
+            any_port(),
+            vec![
+                dialled(SNCF, sncf.link.local_addr(), "sncf"),
+                accepted(CCOR),
+            ],
+        ),
+        pki.tls(CSU, &[SNCF, CCOR]),
+        Arc::clone(&relay) as Arc<dyn CatalogProvider>,
+        importer as Arc<dyn Importer>,
+    )
+    .unwrap();
+    relay.link.set(csu.clone()).unwrap();
+    let ccor = start(
+        settings(
+            CCOR,
+            any_port(),
+            vec![dialled(CSU, csu.local_addr(), "csu")],
+        ),
+        pki.tls(CCOR, &[CSU]),
+    );
+    wait_connected(&csu, SNCF, true).await;
+    wait_connected(&ccor.link, CSU, true).await;
+    Chain {
+        sncf,
+        relay,
+        _csu: csu,
+        ccor,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_on_a_reshared_camera_is_decided_at_the_camera_site_and_revoked_with_it() {
+    bounded(async {
+        let pki = Pki::new();
+        let chain = chain(&pki).await;
+        let local = chain.ccor.importer.local("csu/sncf/metz-ville/quai-1");
+        let mut sink = local.subscribe(SinkLabel::local());
+        let mut guard = chain
+            .ccor
+            .link
+            .open_view(
+                &id(CSU),
+                &cam("csu/sncf/metz-ville/quai-1"),
+                session("agent.martin", CCOR),
+            )
+            .await
+            .unwrap();
+        // The SNCF decided on the very session the CCOR opened: same agent, reason,
+        // intervention, and the CCOR as origin, asked by its partner the CSU.
+        let opened = chain.sncf.provider.opened.lock().unwrap().clone();
+        assert_eq!(
+            opened,
+            vec![(id(CSU), cam(GRANTED), session("agent.martin", CCOR))]
+        );
+        // The SNCF camera's packets reach the CCOR through the CSU.
+        let got = packets(&mut sink, 10).await;
+        assert!(got.iter().any(|p| p[1] == 1), "not the SNCF camera");
+
+        // The camera's site refuses a session: the CCOR gets that refusal.
+        let refused = chain
+            .ccor
+            .link
+            .open_view(
+                &id(CSU),
+                &cam("csu/sncf/woippy/quai-2"),
+                session("agent.martin", CCOR),
+            )
+            .await;
+        assert_eq!(refused.unwrap_err(), ErrorCode::NotGranted);
+
+        // The SNCF withdraws the grant: the CCOR's session ends too, and the CSU
+        // journals its end as withdrawn.
+        chain.sncf.provider.granted.lock().unwrap().clear();
+        chain.sncf.link.policy_changed();
+        assert_eq!(guard.ended().await, ErrorCode::Withdrawn);
+        until(|| {
+            chain.relay.closed.lock().unwrap().contains(&(
+                id(CCOR),
+                cam(RESHARED),
+                ViewEnd::Withdrawn(ErrorCode::Withdrawn),
+            ))
+        })
+        .await;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(1), sink.recv()).await {}
+        no_packets(&mut sink, Duration::from_millis(500)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_reshared_session_downstream_closes_it_upstream() {
+    bounded(async {
+        let pki = Pki::new();
+        let chain = chain(&pki).await;
+        let mut sink = chain
+            .ccor
+            .importer
+            .local("csu/sncf/metz-ville/quai-1")
+            .subscribe(SinkLabel::local());
+        let guard = chain
+            .ccor
+            .link
+            .open_view(
+                &id(CSU),
+                &cam("csu/sncf/metz-ville/quai-1"),
+                session("agent.martin", CCOR),
+            )
+            .await
+            .unwrap();
+        packets(&mut sink, 5).await;
+        assert_eq!(chain.sncf.provider.channel(GRANTED).subscriber_count(), 1);
+
+        drop(guard);
+        // Closed at the CSU, then at the SNCF, whose camera is no longer read.
+        until(|| {
+            chain.relay.closed.lock().unwrap().as_slice()
+                == [(id(CCOR), cam(RESHARED), ViewEnd::Closed)]
+        })
+        .await;
+        until(|| {
+            chain
+                .sncf
+                .provider
+                .closed
+                .lock()
+                .unwrap()
+                .contains(&(cam(GRANTED), ViewEnd::Closed))
+        })
+        .await;
+        until(|| chain.sncf.provider.channel(GRANTED).subscriber_count() == 0).await;
     })
     .await;
 }

@@ -107,6 +107,12 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// Whether `name` is one of the configured users (a refused name is only reported
+    /// as itself when it is: anything else a client sends stays out of the journal).
+    pub fn is_known(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
     /// An authenticator for `users`, with a random nonce key. `epoch` is any instant not
     /// after the first `now` passed in.
     pub fn new(

@@ -77,6 +77,12 @@ pub trait CameraDirectory: Send + Sync + 'static {
         viewer: &Viewer,
         camera: &CameraId,
     ) -> impl Future<Output = Result<Self::Guard, ViewRefusal>> + Send;
+
+    /// A client was refused with wrong credentials: `user` when it names a configured
+    /// user. For the journal's per-minute aggregation; does nothing by default.
+    fn credentials_refused(&self, user: Option<&str>, reason: &str) {
+        let _ = (user, reason);
+    }
 }
 
 /// What is served at one camera path: one or more tracks, each fed by its own channel.

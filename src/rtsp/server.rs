@@ -365,7 +365,14 @@ impl<D: CameraDirectory> Connection<D> {
 
     async fn on_request(&mut self, req: RawRequest, now: std::time::Instant) -> Flow<D::Guard> {
         let method = method_label(&req);
-        match self.core.handle_request(&req, now) {
+        let step = self.core.handle_request(&req, now);
+        if let Some(refused) = self.core.take_refused_credentials() {
+            metrics::counter!("passerelle_auth_failures_total", "source" => "rtsp").increment(1);
+            self.shared
+                .directory
+                .credentials_refused(refused.user.as_deref(), refused.reason);
+        }
+        match step {
             Step::Reply(reply) => self.send(method, &reply).await,
             Step::Close(reply) => {
                 self.send(method, &reply).await;

@@ -158,6 +158,14 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Credentials a request was refused with: the user when it is a configured one, and
+/// why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedCredentials {
+    pub user: Option<String>,
+    pub reason: &'static str,
+}
+
 /// What the caller does next with a request; see the module doc.
 #[derive(Debug)]
 pub enum Step {
@@ -336,6 +344,8 @@ pub struct ConnectionCore {
     sessions: Vec<Session>,
     next_key: SessionKey,
     auth_failures: u32,
+    /// The last refused credentials, until the server takes them for the journal.
+    refused_credentials: Option<RefusedCredentials>,
 }
 
 /// A request-URI split into what the server routes on.
@@ -422,6 +432,11 @@ impl Target {
 }
 
 impl ConnectionCore {
+    /// The credentials refused by the last request, if any (taken once).
+    pub fn take_refused_credentials(&mut self) -> Option<RefusedCredentials> {
+        self.refused_credentials.take()
+    }
+
     /// The core of one connection from `peer` accepted on `local`.
     pub fn new(
         auth: Arc<Authenticator>,
@@ -437,6 +452,7 @@ impl ConnectionCore {
             sessions: Vec::new(),
             next_key: 1,
             auth_failures: 0,
+            refused_credentials: None,
         }
     }
 
@@ -847,6 +863,16 @@ impl ConnectionCore {
         if !matches!(err, AuthError::Missing | AuthError::StaleNonce) {
             self.auth_failures += 1;
             tracing::info!(peer = %self.peer, reason = err.reason(), "RTSP credentials refused");
+            let user = match &err {
+                AuthError::BadCredentials { user } if self.auth.is_known(user) => {
+                    Some(user.clone())
+                }
+                _ => None,
+            };
+            self.refused_credentials = Some(RefusedCredentials {
+                user,
+                reason: err.reason(),
+            });
         }
         let mut reply = Reply::new(401, Some(cseq));
         for c in self.auth.challenges(now, stale) {

@@ -876,24 +876,47 @@ impl HttpResponse {
 /// `GET path` over plain HTTP/1.1 (`Connection: close`) with a deadline on connecting,
 /// writing and reading: for `/healthz`, `/readyz`, `/metrics` on the management listener.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<HttpResponse, String> {
+    http_request(addr, "GET", path, &[], None, timeout)
+}
+
+/// One plain HTTP/1.1 request (`Connection: close`) with `headers` and an optional JSON
+/// body, with a deadline on connecting, writing and reading.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    json: Option<&str>,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
     use std::io::Write;
     let deadline = Instant::now() + timeout;
     let left = || {
         deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
-            .ok_or_else(|| format!("GET {path} on {addr}: no answer within {timeout:?}"))
+            .ok_or_else(|| format!("{method} {path} on {addr}: no answer within {timeout:?}"))
     };
     let mut stream = std::net::TcpStream::connect_timeout(&addr, left()?)
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
     stream
         .set_write_timeout(Some(left()?))
         .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("GET {path} on {addr}: {e}"))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = json {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("{method} {path} on {addr}: {e}"))?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -903,10 +926,10 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<HttpR
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("GET {path} on {addr}: {e}")),
+            Err(e) => return Err(format!("{method} {path} on {addr}: {e}")),
         }
     }
-    parse_http_response(&raw).map_err(|e| format!("GET {path} on {addr}: {e}"))
+    parse_http_response(&raw).map_err(|e| format!("{method} {path} on {addr}: {e}"))
 }
 
 /// Parses a whole HTTP/1.1 response (`Content-Length`, chunked, or until close).

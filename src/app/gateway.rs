@@ -593,7 +593,7 @@ impl CameraDirectory for Gateway {
     type Guard = ViewHold;
 
     fn credentials_refused(&self, user: Option<&str>, reason: &str) {
-        if let Some(journal) = &self.journal {
+        if let Some(journal) = self.journal() {
             journal.note_failure(
                 crate::journal::FailureKind::Authentication,
                 user.unwrap_or("unknown"),

@@ -3,13 +3,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use passerelle::demo::{CSU_OPERATOR, MetzKit, sncf_policy};
 use support::metz::{loopback_listeners, start_site, wait_for_log_line};
+use support::watch::{Watcher, journal_time, wait_for_journal_line};
 use support::{Gateway, Transport, ffprobe_count_frames, run_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_passerelle");
@@ -164,108 +162,6 @@ fn the_journal_proves_who_watched_what_and_detects_an_edit() {
         verified.stdout
     );
     println!("after an edit:\n{}", verified.stdout);
-}
-
-/// Reads a live stream with ffprobe, stamping each packet's arrival in wall-clock time.
-struct Watcher {
-    child: std::process::Child,
-    arrivals: Arc<Mutex<Vec<SystemTime>>>,
-}
-
-impl Watcher {
-    fn start(url: &str) -> Watcher {
-        let mut child = Command::new("stdbuf")
-            .args([
-                "-oL",
-                "ffprobe",
-                "-v",
-                "error",
-                "-rtsp_transport",
-                "tcp",
-                "-show_entries",
-                "packet=pts_time",
-                "-of",
-                "csv=p=0",
-                url,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffprobe");
-        let stdout = child.stdout.take().expect("stdout");
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&arrivals);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if line.is_err() {
-                    return;
-                }
-                sink.lock().expect("arrivals").push(SystemTime::now());
-            }
-        });
-        Watcher { child, arrivals }
-    }
-
-    fn count(&self) -> usize {
-        self.arrivals.lock().expect("arrivals").len()
-    }
-
-    fn last(&self) -> Option<SystemTime> {
-        self.arrivals.lock().expect("arrivals").last().copied()
-    }
-
-    fn wait_for(&self, packets: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.count() < packets {
-            assert!(
-                Instant::now() < deadline,
-                "only {} packets within {within:?}",
-                self.count()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The time of the first journal record of `kind` with `serial`, from the journal files.
-fn journal_time(site: &Gateway, kind: &str, serial: u64) -> SystemTime {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let audit = site.dir().join("audit");
-        for entry in std::fs::read_dir(&audit)
-            .expect("audit dir")
-            .filter_map(Result::ok)
-        {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            for line in text.lines() {
-                let record: serde_json::Value = match serde_json::from_str(line) {
-                    Ok(record) => record,
-                    Err(_) => continue,
-                };
-                if record["kind"] == kind && record["serial"] == serial {
-                    let time: jiff::Timestamp = record["time"]
-                        .as_str()
-                        .expect("time")
-                        .parse()
-                        .expect("RFC 3339");
-                    return SystemTime::UNIX_EPOCH
-                        + Duration::from_nanos(time.as_nanosecond() as u64);
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {kind} record for serial {serial}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -559,22 +455,4 @@ fn an_on_request_camera_needs_an_agents_open_intervention_whose_reason_reaches_t
         l.contains("\"kind\":\"session_refused\"") && l.contains("no_intervention")
     });
     println!("SNCF journal: {refused}");
-}
-
-/// Waits (bounded) for a line of the site's journal files matching `wanted`.
-fn wait_for_journal_line(site: &Gateway, wanted: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        for entry in std::fs::read_dir(site.dir().join("audit"))
-            .expect("audit dir")
-            .filter_map(Result::ok)
-        {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| wanted(l)) {
-                return line.to_owned();
-            }
-        }
-        assert!(Instant::now() < deadline, "no such journal line");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

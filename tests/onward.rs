@@ -10,15 +10,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use passerelle::demo::{
     CCOR, CCOR_AGENT, CORG, CORG_AGENT, CSU, MetzKit, Receivers, SNCF, csu_policy, sncf_policy,
 };
 use support::metz::{label, loopback_listeners, metric, metric_sum, metrics, start_site};
+use support::watch::{Watcher, journal_records, journal_time};
 use support::{Gateway, Transport, ffprobe_count_frames, http_get, run_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_passerelle");
@@ -146,30 +144,9 @@ fn settle(topology: &Topology) {
     }
 }
 
-/// Every journal record of `site`, in file order.
-fn journal(site: &Gateway) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(site.dir().join("audit"))
-        .expect("audit dir")
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|path| {
-            std::fs::read_to_string(path)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|line| serde_json::from_str(line).ok())
-                .collect::<Vec<serde_json::Value>>()
-        })
-        .collect()
-}
-
 /// The `session_opened` records of `site` for `camera`.
 fn sessions_opened(site: &Gateway, camera: &str) -> Vec<serde_json::Value> {
-    journal(site)
+    journal_records(site)
         .into_iter()
         .filter(|r| r["kind"] == "session_opened" && r["camera"] == camera)
         .collect()
@@ -297,7 +274,7 @@ fn the_ccor_plays_the_sncf_cameras_onward_and_nothing_else_crosses() {
         "{viewed:#?}"
     );
     // Every session ended is on record at the SNCF, with its end.
-    let ended = journal(&topology.sncf)
+    let ended = journal_records(&topology.sncf)
         .into_iter()
         .filter(|r| r["kind"] == "session_ended" && r["origin"] == CCOR)
         .count();
@@ -380,102 +357,11 @@ fn the_corg_gets_no_sncf_camera_even_when_the_csu_policy_would_grant_it() {
     assert!(forwarded(&csu_metrics, CITY_MARLY, CORG) > 0.0);
     // No session of the CORG ever reached the SNCF.
     assert!(
-        !journal(&topology.sncf)
+        !journal_records(&topology.sncf)
             .iter()
             .any(|r| r["origin"] == CORG || r["partner"] == CORG),
         "the SNCF heard of the CORG"
     );
-}
-
-/// Reads a live stream with ffprobe, stamping each packet's arrival.
-struct Watcher {
-    child: std::process::Child,
-    arrivals: Arc<Mutex<Vec<SystemTime>>>,
-}
-
-impl Watcher {
-    fn start(url: &str) -> Watcher {
-        let mut child = Command::new("stdbuf")
-            .args([
-                "-oL",
-                "ffprobe",
-                "-v",
-                "error",
-                "-rtsp_transport",
-                "tcp",
-                "-show_entries",
-                "packet=pts_time",
-                "-of",
-                "csv=p=0",
-                url,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffprobe");
-        let stdout = child.stdout.take().expect("stdout");
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&arrivals);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if line.is_err() {
-                    return;
-                }
-                sink.lock().expect("arrivals").push(SystemTime::now());
-            }
-        });
-        Watcher { child, arrivals }
-    }
-
-    fn count(&self) -> usize {
-        self.arrivals.lock().expect("arrivals").len()
-    }
-
-    fn last(&self) -> Option<SystemTime> {
-        self.arrivals.lock().expect("arrivals").last().copied()
-    }
-
-    fn wait_for(&self, packets: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.count() < packets {
-            assert!(
-                Instant::now() < deadline,
-                "only {} packets within {within:?}",
-                self.count()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The time of `site`'s first `policy_loaded` record with `serial`.
-fn policy_loaded_at(site: &Gateway, serial: u64) -> SystemTime {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = journal(site)
-            .into_iter()
-            .find(|r| r["kind"] == "policy_loaded" && r["serial"] == serial);
-        if let Some(record) = found {
-            let time: jiff::Timestamp = record["time"]
-                .as_str()
-                .expect("time")
-                .parse()
-                .expect("RFC 3339");
-            return SystemTime::UNIX_EPOCH + Duration::from_nanos(time.as_nanosecond() as u64);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no policy_loaded record for serial {serial}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -520,7 +406,7 @@ fn the_sncf_withdrawing_onward_cuts_the_ccor_within_a_second_and_the_csu_plays_o
     .expect("passerelle runs");
     assert!(installed.status.success(), "{}", installed.stderr);
     topology.sncf.signal("HUP");
-    let applied = policy_loaded_at(&topology.sncf, 2);
+    let applied = journal_time(&topology.sncf, "policy_loaded", 2);
 
     // The CCOR's stream goes quiet; the CSU's own viewing plays on.
     let csu_before = csu.count();
@@ -581,7 +467,7 @@ fn an_on_request_restriction_travels_on_and_the_ccor_agents_reason_reaches_the_s
     )
     .expect_err("on request, no intervention");
     assert!(error.contains("403"), "{error}");
-    let refused = journal(&topology.csu).into_iter().find(|r| {
+    let refused = journal_records(&topology.csu).into_iter().find(|r| {
         r["kind"] == "session_refused"
             && r["camera"] == "sncf/metz-ville/quai-1"
             && r["partner"] == CCOR

@@ -22,7 +22,7 @@ impl Control {
         Some((Control(first), rest))
     }
 
-    /// Bit 2, a per-target switch (a small size limit, not draining between chunks...).
+    /// Bit 2, a switch each target gives its own meaning (a small size limit).
     pub fn flag(self) -> bool {
         self.0 & 0b100 != 0
     }

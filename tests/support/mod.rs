@@ -31,6 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod metz;
+pub mod watch;
 
 /// How long [`Gateway::start`] waits for the ready file.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);

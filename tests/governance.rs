@@ -456,3 +456,40 @@ fn an_on_request_camera_needs_an_agents_open_intervention_whose_reason_reaches_t
     });
     println!("SNCF journal: {refused}");
 }
+
+#[test]
+fn a_sigterm_mid_stream_loses_no_record() {
+    let mut chain = chain();
+    let watcher = Watcher::start(&csu_url(&chain, "sncf/metz-ville/quai-1"));
+    watcher.wait_for(50, CLIENT_TIMEOUT);
+    // Stopped while the session is live: its end must be on record, then a checkpoint.
+    chain.sncf.stop();
+    drop(watcher);
+
+    let records = support::watch::journal_records(&chain.sncf);
+    let opened = records
+        .iter()
+        .find(|r| r["kind"] == "session_opened" && r["camera"] == "metz-ville/quai-1")
+        .expect("the session was opened");
+    let session = opened["session"].as_str().expect("session id");
+    let ended = records
+        .iter()
+        .find(|r| r["kind"] == "session_ended" && r["session"] == session)
+        .unwrap_or_else(|| panic!("no end for session {session}: {records:#?}"));
+    println!("ended at stop: {ended}");
+    let kinds: Vec<&str> = records.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert!(
+        kinds.ends_with(&["process_stop", "checkpoint"]),
+        "the journal ends with the stop and a checkpoint: {kinds:?}"
+    );
+    let audit = chain.sncf.dir().join("audit");
+    let key = chain.sncf.dir().join("journal.pub");
+    let verified = passerelle(&[
+        "audit",
+        "verify",
+        audit.to_str().expect("utf-8"),
+        "-p",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert!(verified.status.success(), "{}", verified.stdout);
+}

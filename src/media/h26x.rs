@@ -153,7 +153,18 @@ pub fn classify(codec: Codec, payload: &[u8]) -> Result<PayloadInfo, H26xError> 
             let mut units = 0;
             for unit in aggregation_units(codec, payload) {
                 let unit = unit?;
+                let offset = unit.start;
                 let t = nal_type(codec, &payload[unit]).unwrap_or_default();
+                // Only whole NAL units may be aggregated (RFC 6184 §5.7: types 1-23;
+                // RFC 7798 §4.4.2: 0-47), never an aggregate or fragment inside one:
+                // re-split alone it would pass for something else (an FU-A start).
+                let whole_unit = match codec {
+                    Codec::H264 => (1..=23).contains(&t),
+                    Codec::H265 => t <= 47,
+                };
+                if !whole_unit {
+                    return Err(H26xError::BadAggregationUnit { codec, offset });
+                }
                 units += 1;
                 info.keyframe_start |= is_keyframe(codec, t);
                 info.parameter_set |= is_parameter_set(codec, t);
@@ -393,10 +404,13 @@ pub fn parse_fmtp(codec: Codec, fmtp: &str) -> Result<FmtpInfo, FmtpError> {
         Codec::H264 => h264_sets,
         Codec::H265 => vps.into_iter().chain(sps).chain(pps).collect(),
     };
-    let parameter_sets: Vec<Bytes> = parameter_sets
+    let mut parameter_sets: Vec<Bytes> = parameter_sets
         .into_iter()
         .filter(|nal| nal_type(codec, nal).is_some_and(|t| is_parameter_set(codec, t)))
         .collect();
+    // Decoding order by actual type (VPS, SPS, PPS; SPS, PPS), whatever key or order a
+    // camera listed them under. The sort is stable: sets of one type keep their order.
+    parameter_sets.sort_by_key(|nal| nal_type(codec, nal));
     let profile_level_id = match codec {
         Codec::H264 => parameter_sets
             .iter()
@@ -936,5 +950,51 @@ mod tests {
             ok > 1000,
             "too few inputs reached the parsers' success paths: {ok}"
         );
+    }
+}
+
+/// Inputs the fuzzer (`fuzz/`) found, kept as plain tests.
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    #[test]
+    fn an_aggregation_may_only_hold_whole_nal_units() {
+        // STAP-A holding an FU-A start of an IDR (`1c 85`): re-split alone it would
+        // pass for a keyframe start.
+        let fu_a_inside = [0x18, 0x00, 0x02, 0x1c, 0x85, 0x00, 0x02, 0x65, 0x88];
+        assert!(matches!(
+            classify(Codec::H264, &fu_a_inside),
+            Err(H26xError::BadAggregationUnit { .. })
+        ));
+        // Type 0 is unspecified in H.264.
+        let type_0_inside = [0x18, 0x00, 0x02, 0x00, 0x11];
+        assert!(classify(Codec::H264, &type_0_inside).is_err());
+        // Whole units pass.
+        let sps_pps = [0x18, 0x00, 0x02, 0x67, 0x4d, 0x00, 0x02, 0x68, 0xee];
+        assert!(classify(Codec::H264, &sps_pps).is_ok_and(|info| info.parameter_set));
+    }
+
+    #[test]
+    fn h265_parameter_sets_come_out_in_decoding_order_whatever_key_lists_them() {
+        let vps = [0x40u8, 0x01, 0x0c];
+        let sps = [0x42u8, 0x01, 0x01];
+        let pps = [0x44u8, 0x01, 0xc1];
+        let b64 =
+            |nal: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, nal);
+        // The SPS listed under `sprop-vps`, the VPS under `sprop-sps`.
+        let fmtp = format!(
+            "sprop-vps={};sprop-sps={};sprop-pps={}",
+            b64(&sps),
+            b64(&vps),
+            b64(&pps)
+        );
+        let parsed = parse_fmtp(Codec::H265, &fmtp).expect("parses");
+        let types: Vec<_> = parsed
+            .parameter_sets
+            .iter()
+            .map(|nal| nal_type(Codec::H265, nal))
+            .collect();
+        assert_eq!(types, vec![Some(32), Some(33), Some(34)]);
     }
 }

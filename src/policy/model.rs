@@ -103,7 +103,7 @@ impl fmt::Display for Mode {
 pub struct HoursWindow {
     /// Minutes since local midnight, 0..1440.
     start: u16,
-    /// Minutes since local midnight, 1..=1440, never equal to `start`.
+    /// Minutes since local midnight, 0..=1440 (`00:00` as an end crosses midnight, `24:00` ends the day), never equal to `start`.
     end: u16,
 }
 
@@ -115,7 +115,7 @@ impl HoursWindow {
         self.start
     }
 
-    /// End, in minutes since local midnight (1..=1440).
+    /// End, in minutes since local midnight (0..=1440).
     pub fn end_minute(self) -> u16 {
         self.end
     }

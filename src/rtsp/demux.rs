@@ -140,17 +140,21 @@ impl Demuxer {
             return Err(DemuxError::Garbage { first });
         }
         let window = &self.buf[..self.buf.len().min(self.max_message)];
-        let Some(header_end) = find(window, HEADER_END) else {
+        let header_end = find(window, HEADER_END);
+        // Control bytes in the request line or headers are garbage however TCP split
+        // the request: scan what arrived of the headers, complete or not.
+        let headers = &window[..header_end.unwrap_or(window.len())];
+        if let Some(&bad) = headers
+            .iter()
+            .find(|&&b| b.is_ascii_control() && b != b'\r' && b != b'\n' && b != b'\t')
+        {
+            return Err(DemuxError::Garbage { first: bad });
+        }
+        let Some(header_end) = header_end else {
             if self.buf.len() >= self.max_message {
                 return Err(DemuxError::MessageTooLarge {
                     limit: self.max_message,
                 });
-            }
-            if let Some(&bad) = window
-                .iter()
-                .find(|&&b| b.is_ascii_control() && b != b'\r' && b != b'\n' && b != b'\t')
-            {
-                return Err(DemuxError::Garbage { first: bad });
             }
             return Ok(None);
         };
@@ -362,5 +366,31 @@ mod tests {
         d.push(b"\r\n\r\nRTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\nOPTIONS * RTSP/1.0\r\nCSeq: 2\r\n\r\n");
         let r = request(d.poll_frame().unwrap().unwrap());
         assert_eq!(r.method(), &Method::Options);
+    }
+}
+
+/// Inputs the fuzzer (`fuzz/`) found, kept as plain tests.
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    #[test]
+    fn control_bytes_in_headers_are_garbage_however_the_request_is_split() {
+        let request = b"OPTIONS * RTSP/1.0\r\nCSeq: 1\0\r\n\r\n";
+        let mut whole = Demuxer::new(4096);
+        whole.push(request);
+        assert!(matches!(
+            whole.poll_frame(),
+            Err(DemuxError::Garbage { first: 0 })
+        ));
+
+        let mut split = Demuxer::new(4096);
+        split.push(&request[..20]);
+        assert!(matches!(split.poll_frame(), Ok(None)));
+        split.push(&request[20..]);
+        assert!(matches!(
+            split.poll_frame(),
+            Err(DemuxError::Garbage { first: 0 })
+        ));
     }
 }

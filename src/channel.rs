@@ -118,6 +118,10 @@ struct Inner {
     last_keyframe_request: Mutex<Option<Instant>>,
     ingest_packets: Counter,
     resplit_packets: Counter,
+    /// Packets and payload bytes fanned out since the channel was made, for the journal:
+    /// a viewing session's end records what its camera sent while it was open.
+    sent_packets: std::sync::atomic::AtomicU64,
+    sent_bytes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -138,6 +142,8 @@ impl Channel {
         let inner = Inner {
             ingest_packets: metrics::counter!("passerelle_ingest_packets_total", "camera" => label.clone()),
             resplit_packets: metrics::counter!("passerelle_resplit_packets_total", "camera" => label),
+            sent_packets: std::sync::atomic::AtomicU64::new(0),
+            sent_bytes: std::sync::atomic::AtomicU64::new(0),
             camera,
             settings,
             state: Mutex::new(State::default()),
@@ -242,6 +248,10 @@ impl Channel {
             _ => state.pieces.push(packet),
         }
         for piece in state.pieces.drain(..) {
+            self.inner.sent_packets.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .sent_bytes
+                .fetch_add(piece.payload.len() as u64, Ordering::Relaxed);
             state.cache.push(&piece, &self.inner.settings);
             for sink in &state.sinks {
                 sink.push_packet(&piece);
@@ -304,6 +314,14 @@ impl Channel {
             channel: Arc::downgrade(&self.inner),
             sink,
         }
+    }
+
+    /// Packets and payload bytes fanned out so far (after re-splitting).
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.inner.sent_packets.load(Ordering::Relaxed),
+            self.inner.sent_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// The number of current subscriptions.

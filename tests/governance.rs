@@ -116,6 +116,24 @@ fn the_journal_proves_who_watched_what_and_detects_an_edit() {
     ] {
         assert!(row.contains(field), "{field} missing from {row}");
     }
+    // The session's end records what its camera sent while it was open.
+    let header: Vec<&str> = register
+        .stdout
+        .lines()
+        .next()
+        .expect("header")
+        .split(',')
+        .collect();
+    let bytes_column = header
+        .iter()
+        .position(|h| *h == "bytes")
+        .expect("a bytes column");
+    let bytes: u64 = row
+        .split(',')
+        .nth(bytes_column)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    assert!(bytes > 10_000, "bytes {bytes} in {row}");
     assert!(
         !register.stdout.contains("poste-de-commande"),
         "a refused viewing is no register row"

@@ -84,7 +84,41 @@ type ProvidedKey = (SiteId, CameraId, String, SiteId);
 /// A journaled viewing session still open.
 struct OpenSession {
     id: String,
+    meter: SessionMeter,
+}
+
+/// What a viewing session's end record measures: its duration, and the packets and
+/// bytes its camera's channel sent while it was open (what the session could receive;
+/// every session on a stream sees the same packets).
+struct SessionMeter {
     started: std::time::Instant,
+    channel: Option<Channel>,
+    at_start: (u64, u64),
+}
+
+impl SessionMeter {
+    fn start(channel: Option<Channel>) -> SessionMeter {
+        let at_start = channel.as_ref().map_or((0, 0), Channel::totals);
+        SessionMeter {
+            started: std::time::Instant::now(),
+            channel,
+            at_start,
+        }
+    }
+
+    /// Duration in milliseconds, packets and bytes since the start.
+    fn read(&self) -> (u64, u64, u64) {
+        let (packets, bytes) = self.channel.as_ref().map_or((0, 0), Channel::totals);
+        (
+            self.started
+                .elapsed()
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+            packets.saturating_sub(self.at_start.0),
+            bytes.saturating_sub(self.at_start.1),
+        )
+    }
 }
 
 /// The access journal and the sessions partners hold on our cameras: what a viewing
@@ -129,6 +163,7 @@ impl Register {
         camera: &CameraId,
         session: &ViewingSession,
         viewing: Viewing,
+        meter: SessionMeter,
     ) -> Result<(), ErrorCode> {
         if let Err(code) = self.append(Event::SessionOpened(viewing.clone())) {
             self.refusal(viewing, code);
@@ -150,7 +185,7 @@ impl Register {
             .or_default()
             .push(OpenSession {
                 id: viewing.session,
-                started: std::time::Instant::now(),
+                meter,
             });
         Ok(())
     }
@@ -193,7 +228,7 @@ impl Register {
             grant: None,
             basis: None,
         };
-        journal_end(self.journal.as_ref(), &viewing, open.started, end.as_str());
+        journal_end(self.journal.as_ref(), &viewing, &open.meter, end.as_str());
     }
 }
 
@@ -580,12 +615,12 @@ pub(super) struct ViewHold {
     remote: Option<ViewGuard>,
     journal: Option<Journal>,
     viewing: Viewing,
-    started: std::time::Instant,
+    meter: SessionMeter,
 }
 
 impl Drop for ViewHold {
     fn drop(&mut self) {
-        journal_end(self.journal.as_ref(), &self.viewing, self.started, "closed");
+        journal_end(self.journal.as_ref(), &self.viewing, &self.meter, "closed");
     }
 }
 
@@ -673,11 +708,15 @@ impl CameraDirectory for Gateway {
             self.journal_refusal(viewing, code);
             return Err(refusal(code));
         }
+        let channel = match self.local.get(camera) {
+            Some(local) => local.channel.clone(),
+            None => self.imported_channel(camera),
+        };
         Ok(ViewHold {
             remote,
             journal: self.register.journal.clone(),
             viewing,
-            started: std::time::Instant::now(),
+            meter: SessionMeter::start(Some(channel)),
         })
     }
 }
@@ -808,9 +847,10 @@ impl CatalogProvider for Gateway {
         viewing.grant = u32::try_from(decided.grant).ok();
         viewing.basis = Some(decided.grant().basis.clone());
         let Provenance::Imported { site, .. } = decided.provenance else {
+            let meter = SessionMeter::start(self.local.get(camera).map(|l| l.channel.clone()));
             return ViewDecision::Now(
                 self.register
-                    .provider_opened(partner, camera, session, viewing),
+                    .provider_opened(partner, camera, session, viewing, meter),
             );
         };
         let Some(link) = self.link.get().cloned() else {
@@ -822,6 +862,7 @@ impl CatalogProvider for Gateway {
             origin = %session.origin, "viewing session allowed here, asking the camera's site"
         );
         let register = self.register.clone();
+        let channel = self.imported_channel(camera);
         let (partner, camera, session) = (partner.clone(), camera.clone(), session.clone());
         ViewDecision::Relayed(Box::pin(async move {
             // The same session, origin included, to the camera's own site: its policy
@@ -830,7 +871,8 @@ impl CatalogProvider for Gateway {
                 Ok(guard) => {
                     // No await from here on (see `ViewDecision::Relayed`); a journal
                     // failure drops the guard, which closes the session upstream.
-                    register.provider_opened(&partner, &camera, &session, viewing)?;
+                    let meter = SessionMeter::start(Some(channel));
+                    register.provider_opened(&partner, &camera, &session, viewing, meter)?;
                     Ok(guard)
                 }
                 Err(code) => {
@@ -928,12 +970,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Journals the end of a session opened with `viewing`; a failure is logged (the
 /// session is over either way).
-fn journal_end(
-    journal: Option<&Journal>,
-    viewing: &Viewing,
-    started: std::time::Instant,
-    why: &str,
-) {
+fn journal_end(journal: Option<&Journal>, viewing: &Viewing, meter: &SessionMeter, why: &str) {
+    let (duration_ms, packets, bytes) = meter.read();
     let ended = Event::SessionEnded(SessionEnded {
         session: viewing.session.clone(),
         camera: viewing.camera.clone(),
@@ -941,9 +979,9 @@ fn journal_end(
         origin: viewing.origin.clone(),
         agent: viewing.agent.clone(),
         intervention: viewing.intervention.clone(),
-        duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
-        packets: 0,
-        bytes: 0,
+        duration_ms,
+        packets,
+        bytes,
         why: why.to_owned(),
     });
     let written = journal.map(|journal| journal.append(ended));

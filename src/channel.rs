@@ -122,6 +122,9 @@ struct Inner {
     /// a viewing session's end records what its camera sent while it was open.
     sent_packets: std::sync::atomic::AtomicU64,
     sent_bytes: std::sync::atomic::AtomicU64,
+    /// The bitrate measured over the last sampling interval ([`Channel::sample_bitrate`]).
+    bitrate_kbps: std::sync::atomic::AtomicU64,
+    last_sample: Mutex<Option<(Instant, u64)>>,
 }
 
 #[derive(Default)]
@@ -144,6 +147,8 @@ impl Channel {
             resplit_packets: metrics::counter!("passerelle_resplit_packets_total", "camera" => label),
             sent_packets: std::sync::atomic::AtomicU64::new(0),
             sent_bytes: std::sync::atomic::AtomicU64::new(0),
+            bitrate_kbps: std::sync::atomic::AtomicU64::new(0),
+            last_sample: Mutex::new(None),
             camera,
             settings,
             state: Mutex::new(State::default()),
@@ -322,6 +327,31 @@ impl Channel {
             self.inner.sent_packets.load(Ordering::Relaxed),
             self.inner.sent_bytes.load(Ordering::Relaxed),
         )
+    }
+
+    /// Measures the payload bitrate since the previous call: call it at a steady
+    /// interval (the gateway does, every second). The first call only starts measuring.
+    pub fn sample_bitrate(&self, now: Instant) {
+        let (_, bytes) = self.totals();
+        let mut last = self
+            .inner
+            .last_sample
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, before)) = *last {
+            let seconds = now.duration_since(at).as_secs_f64();
+            if seconds > 0.0 {
+                let kbps = (bytes.saturating_sub(before) as f64 * 8.0 / 1000.0 / seconds) as u64;
+                self.inner.bitrate_kbps.store(kbps, Ordering::Relaxed);
+            }
+        }
+        *last = Some((now, bytes));
+    }
+
+    /// The bitrate measured by the last [`Channel::sample_bitrate`], in kbit/s (0 for a
+    /// camera that sent nothing then: a cold on-demand camera).
+    pub fn bitrate_kbps(&self) -> u64 {
+        self.inner.bitrate_kbps.load(Ordering::Relaxed)
     }
 
     /// The number of current subscriptions.

@@ -511,3 +511,68 @@ fn a_sigterm_mid_stream_loses_no_record() {
     ]);
     assert!(verified.status.success(), "{}", verified.stdout);
 }
+
+#[test]
+fn grant_caps_refuse_the_next_stream_with_a_clear_code() {
+    let kit = MetzKit::new().expect("kit");
+    let camsim = Gateway::camsim(&[]);
+    let mut sncf_files = kit
+        .sncf(loopback_listeners(), camsim.addr("rtsp"))
+        .expect("sncf");
+    // Always-on cameras: their bitrate is measured before anyone asks (~205 kbit/s each).
+    sncf_files.config = sncf_files.config.replace(
+        "credentials_file = \"secrets/camera.cred\"\n",
+        "credentials_file = \"secrets/camera.cred\"\non_demand = false\n",
+    );
+    let capped = sncf_policy()
+        .replacen("mode = \"live\"", "mode = \"live\"\nmax_streams = 1", 1)
+        .replace("cameras = [\"woippy/**\", \"ars-sur-moselle/**\", \"peltre/**\"]\nmode = \"live\"", "cameras = [\"woippy/**\", \"ars-sur-moselle/**\", \"peltre/**\"]\nmode = \"live\"\nmax_bitrate_kbps = 300");
+    assert!(
+        capped.contains("max_streams = 1") && capped.contains("max_bitrate_kbps = 300"),
+        "{capped}"
+    );
+    kit.replace_policy(&mut sncf_files, &capped, true)
+        .expect("policy");
+    let sncf = start_site(&sncf_files, &[]);
+    let csu = start_site(
+        &kit.csu(loopback_listeners(), sncf.addr("quic"))
+            .expect("csu"),
+        &[],
+    );
+    wait_for_log_line(&csu, "CSU", |l| {
+        l.contains("partner catalog received") && !l.contains("cameras=0")
+    });
+    let url = |camera: &str| {
+        let (user, password) = CSU_OPERATOR;
+        format!(
+            "rtsp://{user}:{password}@{}/sncf/{camera}",
+            csu.addr("rtsp")
+        )
+    };
+
+    // max_streams = 1: a second camera of the grant is refused while the first plays.
+    let first = Watcher::start(&url("metz-ville/quai-1"));
+    first.wait_for(50, CLIENT_TIMEOUT);
+    let error = ffprobe_count_frames(&url("metz-nord/hall"), Transport::Tcp, CLIENT_TIMEOUT)
+        .expect_err("max_streams");
+    assert!(error.contains("503"), "{error}");
+    let refused = wait_for_log_line(&sncf, "SNCF", |l| l.contains("max_streams"));
+    println!("SNCF: {refused}");
+
+    // max_bitrate_kbps = 300: one ~300 kbit/s camera fits, a second does not.
+    let woippy = Watcher::start(&url("woippy/quai-1"));
+    woippy.wait_for(50, CLIENT_TIMEOUT);
+    let error = ffprobe_count_frames(
+        &url("ars-sur-moselle/quai-1"),
+        Transport::Tcp,
+        CLIENT_TIMEOUT,
+    )
+    .expect_err("max_bitrate_kbps");
+    assert!(error.contains("503"), "{error}");
+    let refused = wait_for_log_line(&sncf, "SNCF", |l| l.contains("bitrate cap"));
+    println!("SNCF: {refused}");
+    // The streams already admitted play on.
+    let (a, b) = (first.count(), woippy.count());
+    first.wait_for(a + 25, Duration::from_secs(5));
+    woippy.wait_for(b + 25, Duration::from_secs(5));
+}

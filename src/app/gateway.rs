@@ -414,6 +414,25 @@ impl Gateway {
     }
 
     /// The channel of an imported camera, created on first use.
+    /// The channel of a local or already imported camera.
+    fn channel_of(&self, camera: &CameraId) -> Option<Channel> {
+        self.local
+            .get(camera)
+            .map(|local| local.channel.clone())
+            .or_else(|| lock(&self.imported).get(camera).cloned())
+    }
+
+    /// Samples every channel's bitrate; called every second.
+    pub fn sample_bitrates(&self) {
+        let now = tokio::time::Instant::now();
+        for local in self.local.values() {
+            local.channel.sample_bitrate(now);
+        }
+        for channel in lock(&self.imported).values() {
+            channel.sample_bitrate(now);
+        }
+    }
+
     fn imported_channel(&self, camera: &CameraId) -> Channel {
         let mut imported = self
             .imported
@@ -799,16 +818,35 @@ impl CatalogProvider for Gateway {
                 return Err(ErrorCode::MaxStreams);
             }
         }
-        match decided.provenance {
+        let channel = match decided.provenance {
             Provenance::Own => self
                 .local
                 .get(camera)
                 .map(|local| local.channel.clone())
-                .ok_or(ErrorCode::NotGranted),
+                .ok_or(ErrorCode::NotGranted)?,
             // Fed while an upstream session on it is open: the first allowed viewing
             // session opens one.
-            Provenance::Imported { .. } => Ok(self.imported_channel(camera)),
+            Provenance::Imported { .. } => self.imported_channel(camera),
+        };
+        tracing::debug!(%camera, kbps = channel.bitrate_kbps(), cap = ?grant.max_bitrate_kbps, active = active.len(), "stream admission");
+        if let Some(max) = grant.max_bitrate_kbps {
+            // Admission on measured rates: the streams this partner holds under the grant
+            // plus this camera's current rate (0 while it is cold).
+            let held: u64 = active
+                .iter()
+                .filter(|held| *held != camera && grant.cameras.iter().any(|p| p.matches(held)))
+                .filter_map(|held| self.channel_of(held))
+                .map(|held| held.bitrate_kbps())
+                .sum();
+            if held + channel.bitrate_kbps() > u64::from(max) {
+                tracing::info!(
+                    %camera, %partner, held_kbps = held, camera_kbps = channel.bitrate_kbps(),
+                    max_kbps = max, "stream refused: the grant's bitrate cap"
+                );
+                return Err(ErrorCode::MaxBitrate);
+            }
         }
+        Ok(channel)
     }
 
     fn open_view(

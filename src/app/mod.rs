@@ -182,6 +182,19 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         tokio::task::spawn_blocking(move || policy.reload(&gateway)).await?;
     }
     let _ = state.gateway.set(Arc::clone(&gateway));
+    // Measured bitrates, for the grants' `max_bitrate_kbps` at admission.
+    let sampler = {
+        let (gateway, shutdown) = (Arc::clone(&gateway), shutdown_rx.clone());
+        tokio::spawn(async move {
+            let mut second = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = wait_for(shutdown.clone()) => return,
+                    _ = second.tick() => gateway.sample_bitrates(),
+                }
+            }
+        })
+    };
     let journal_task = journal
         .clone()
         .map(|journal| tokio::spawn(journal.run(wait_for(shutdown_rx.clone()))));
@@ -274,6 +287,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     shutdown_tx.send_replace(true);
     rtsp_task.await?;
     policy_task.await?;
+    sampler.await?;
     if let Some(task) = http_task {
         task.await??;
     }

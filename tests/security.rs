@@ -34,7 +34,7 @@ const SNCF_AGENT: (&str, &str) = ("agent-sncf", "local-secret");
 fn a_peer_certified_by_an_unrelated_ca_is_refused_at_the_handshake() {
     let kit = MetzKit::new().expect("kit");
     let camsim = Gateway::camsim(&[]);
-    let sncf = start_site(
+    let mut sncf = start_site(
         &kit.sncf(loopback_listeners(), camsim.addr("rtsp"))
             .expect("sncf"),
         &[],
@@ -82,6 +82,17 @@ fn a_peer_certified_by_an_unrelated_ca_is_refused_at_the_handshake() {
             &[&label("peer", CSU)]
         ),
     );
+    // Refused handshakes reach the journal, aggregated per minute (flushed at stop).
+    sncf.stop();
+    let aggregated = support::watch::journal_records(&sncf)
+        .into_iter()
+        .find(|r| r["kind"] == "auth_failures" && r["what"] == "handshake")
+        .unwrap_or_else(|| panic!("no aggregated handshake refusals in the SNCF journal"));
+    assert!(
+        aggregated["count"].as_u64().is_some_and(|n| n >= 1),
+        "{aggregated}"
+    );
+    println!("  SNCF journal: {aggregated}");
 }
 
 #[test]

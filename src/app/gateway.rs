@@ -801,6 +801,12 @@ impl CatalogProvider for Gateway {
         cameras
     }
 
+    fn handshake_refused(&self, peer: &str, reason: &str) {
+        if let Some(journal) = self.journal() {
+            journal.note_failure(crate::journal::FailureKind::Handshake, peer, reason);
+        }
+    }
+
     fn stream(
         &self,
         partner: &SiteId,

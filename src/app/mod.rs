@@ -551,8 +551,12 @@ impl PolicyLoader {
     }
 }
 
-/// Reloads the policy at each SIGHUP, and re-evaluates every minute so hours windows
-/// and validity bounds take effect without one.
+/// Longest time between two re-evaluations of every stream and session by the clock.
+const CLOCK_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reloads the policy, certificates and tokens at each SIGHUP, and re-evaluates every
+/// stream and viewing session at each hours-window edge and validity bound (and at
+/// least every minute), so a closing window cuts at once.
 async fn watch_policy(
     loader: Arc<PolicyLoader>,
     gateway: Arc<Gateway>,
@@ -568,10 +572,15 @@ async fn watch_policy(
             None
         }
     };
-    let mut minute = tokio::time::interval(std::time::Duration::from_secs(60));
-    minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    minute.tick().await;
     loop {
+        // Re-evaluate at the next hours-window edge or validity bound, so a closing
+        // window cuts at once; and at least every minute regardless.
+        let now = jiff::Timestamp::now();
+        let wait = gateway
+            .policy()
+            .and_then(|verified| crate::policy::next_change(&verified.policy, now))
+            .and_then(|at| std::time::Duration::try_from(at.duration_since(now)).ok())
+            .map_or(CLOCK_RECHECK, |until| until.min(CLOCK_RECHECK));
         tokio::select! {
             _ = wait_for(shutdown.clone()) => return,
             Some(()) = async { match hangups.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
@@ -590,7 +599,7 @@ async fn watch_policy(
                     tracing::error!(%error, "policy reload task failed");
                 }
             }
-            _ = minute.tick() => gateway.policy_clock_tick(),
+            () = tokio::time::sleep(wait) => gateway.policy_clock_tick(),
         }
     }
 }

@@ -134,6 +134,13 @@ pub trait CatalogProvider: Send + Sync + 'static {
     /// Serial of the policy in force (sent in `Hello`), `None` without a valid policy.
     fn policy_serial(&self) -> Option<u64>;
 
+    /// An inbound link was refused before any control message (certificate from no
+    /// partner's CA, unknown peer, wrong CA...): for the journal's per-minute
+    /// aggregation. `peer` is a configured partner or `unknown`. Nothing by default.
+    fn handshake_refused(&self, peer: &str, reason: &str) {
+        let _ = (peer, reason);
+    }
+
     /// The cameras our policy grants `partner` now, in our ids, with codec parameters
     /// and restrictions. A camera whose restrictions need a feature `features` lacks is
     /// withheld, never sent unrestricted.
@@ -824,6 +831,9 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<Shared>) {
                     // Mostly a certificate no partner's CA issued: a refusal like the
                     // others, counted so a flood shows.
                     count_refusal("unknown", "handshake_failed");
+                    context
+                        .provider
+                        .handshake_refused("unknown", "handshake_failed");
                     tracing::info!(%remote, %error, "inbound QUIC handshake failed");
                     return;
                 }
@@ -858,6 +868,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<Shared>) {
                         .map_or_else(|| "unknown".to_owned(), |p| p.to_string());
                     if error.is_refusal() {
                         count_refusal(&peer, reason);
+                        context.provider.handshake_refused(&peer, reason);
                     }
                     tracing::warn!(%remote, %peer, %error, reason, "inbound link refused");
                 }

@@ -132,6 +132,49 @@ impl fmt::Display for DenyReason {
     }
 }
 
+/// The next instant after `now` at which a decision under `policy` can change by the
+/// clock alone: a grant's hours window opening or closing (in the policy's time zone,
+/// daylight-saving changes included), or the policy's validity starting or ending. The
+/// gateway re-evaluates every stream and viewing session then, so a closing window cuts
+/// within a second, not at the next periodic check. `None` when nothing is timed.
+pub fn next_change(policy: &Policy, now: Timestamp) -> Option<Timestamp> {
+    let mut next: Option<Timestamp> = None;
+    let mut consider = |at: Timestamp| {
+        if at > now && next.is_none_or(|n| at < n) {
+            next = Some(at);
+        }
+    };
+    consider(policy.valid_from);
+    // Nothing is granted after `valid_until`: the instant just past it.
+    consider(policy.valid_until + jiff::SignedDuration::from_nanos(1));
+    let zoned = now.to_zoned(policy.time_zone.clone());
+    let today = zoned.date();
+    for window in policy.grants.iter().flat_map(|grant| grant.hours.iter()) {
+        for minute in [window.start_minute(), window.end_minute()] {
+            // Today's and tomorrow's occurrence of that local time; 24:00 is the next
+            // midnight. A time skipped by a DST change resolves to the later instant.
+            for day in 0..=2i64 {
+                let Ok(date) = today.checked_add(jiff::Span::new().days(day)) else {
+                    continue;
+                };
+                let Ok(midnight) = date.to_zoned(policy.time_zone.clone()) else {
+                    continue;
+                };
+                let Ok(at) = midnight
+                    .datetime()
+                    .checked_add(jiff::Span::new().minutes(i64::from(minute)))
+                else {
+                    continue;
+                };
+                if let Ok(at) = at.to_zoned(policy.time_zone.clone()) {
+                    consider(at.timestamp());
+                }
+            }
+        }
+    }
+    next
+}
+
 /// Whether `policy` applies at all, now, at `our_site`: `WrongSite`, `NotYetValid` or
 /// `Expired` otherwise. `valid_from` and `valid_until` are both inclusive.
 pub fn policy_status(policy: &Policy, our_site: &SiteId, now: Timestamp) -> Result<(), DenyReason> {

@@ -29,7 +29,9 @@ pub mod store;
 #[cfg(test)]
 mod fixtures;
 
-pub use eval::{Decision, DenyReason, EffectiveGrant, effective_grants, evaluate, policy_status};
+pub use eval::{
+    Decision, DenyReason, EffectiveGrant, effective_grants, evaluate, next_change, policy_status,
+};
 pub use install::{InstallError, Installed, LayoutProblem, install, load_installed};
 pub use keys::{
     KeyError, KeyPairFiles, SigningKey, keygen, read_password_file, sign_policy_file,

@@ -700,3 +700,37 @@ basis = "marly office hours"
         }
     );
 }
+
+#[test]
+fn the_next_change_is_the_next_window_edge_in_local_time() {
+    let policy = hours_policy(r#""08:00-18:00""#);
+    // 12:00 in Paris in June (UTC+2): the window closes at 18:00 local, 16:00Z.
+    assert_eq!(
+        next_change(&policy, ts("2026-06-15T10:00:00Z")),
+        Some(ts("2026-06-15T16:00:00Z"))
+    );
+    // Evening: it opens tomorrow at 08:00 local.
+    assert_eq!(
+        next_change(&policy, ts("2026-06-15T17:00:00Z")),
+        Some(ts("2026-06-16T06:00:00Z"))
+    );
+    // Across the October change (UTC+2 then UTC+1): 08:00 on the 25th is 07:00Z.
+    assert_eq!(
+        next_change(&policy, ts("2026-10-24T17:00:00Z")),
+        Some(ts("2026-10-25T07:00:00Z"))
+    );
+    // Right at an edge, the next one.
+    assert_eq!(
+        next_change(&policy, ts("2026-06-15T16:00:00Z")),
+        Some(ts("2026-06-16T06:00:00Z"))
+    );
+}
+
+#[test]
+fn the_next_change_includes_the_end_of_validity() {
+    // Whole days open: the only timed change near the end is `valid_until` itself
+    // (2027-12-31T00:00:00Z, which is 01:00 in Paris).
+    let policy = hours_policy(r#""00:00-24:00""#);
+    let next = next_change(&policy, ts("2027-12-30T23:30:00Z")).expect("a change");
+    assert_eq!(next, ts("2027-12-31T00:00:00.000000001Z"));
+}

@@ -507,6 +507,15 @@ impl PolicyLoader {
                     k = self.signatures_required,
                     "policy applied"
                 );
+                // Signatures that did not count: unknown keys, duplicates, bad files.
+                for ignored in &loaded.policy.signatures.ignored {
+                    tracing::warn!(
+                        file = %ignored.file,
+                        key = ?ignored.key_id.map(|id| id.to_string()),
+                        why = ?ignored.why,
+                        "policy signature ignored"
+                    );
+                }
                 metrics::gauge!("passerelle_policy_serial").set(policy.serial as f64);
                 metrics::gauge!("passerelle_policy_valid_until_timestamp_seconds")
                     .set(policy.valid_until.as_second() as f64);

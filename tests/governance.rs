@@ -576,3 +576,70 @@ fn grant_caps_refuse_the_next_stream_with_a_clear_code() {
     first.wait_for(a + 25, Duration::from_secs(5));
     woippy.wait_for(b + 25, Duration::from_secs(5));
 }
+
+#[test]
+fn a_partner_removed_from_the_configuration_is_disconnected_at_the_next_sighup() {
+    let kit = MetzKit::new().expect("kit");
+    let camsim = Gateway::camsim(&[]);
+    let mut sncf_files = kit
+        .sncf(loopback_listeners(), camsim.addr("rtsp"))
+        .expect("sncf");
+    // A second partner, so the SNCF still has one once the CSU is removed.
+    let ccor_ca = MetzKit::other_ca("police-municipale").expect("ca");
+    sncf_files.files.push((
+        "tls/partner-ccor-ca.pem".into(),
+        ccor_ca.cert_pem.into_bytes(),
+    ));
+    sncf_files
+        .config
+        .push_str("\n[[partner]]\nid = \"ccor.metz.example\"\nca = \"tls/partner-ccor-ca.pem\"\n");
+    let csu_block = "[[partner]]\nid = \"csu.metz.example\"\nca = \"tls/partner-csu-ca.pem\"\n";
+    assert!(
+        sncf_files.config.contains(csu_block),
+        "{}",
+        sncf_files.config
+    );
+    let sncf = start_site(&sncf_files, &[]);
+    let csu = start_site(
+        &kit.csu(loopback_listeners(), sncf.addr("quic"))
+            .expect("csu"),
+        &[],
+    );
+    wait_for_log_line(&csu, "CSU", |l| {
+        l.contains("partner catalog received") && !l.contains("cameras=0")
+    });
+    let (user, password) = CSU_OPERATOR;
+    let watcher = Watcher::start(&format!(
+        "rtsp://{user}:{password}@{}/sncf/metz-ville/quai-1",
+        csu.addr("rtsp")
+    ));
+    watcher.wait_for(50, CLIENT_TIMEOUT);
+
+    let config = sncf.dir().join("passerelle.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace(csu_block, "")).expect("remove the CSU");
+    let hup = SystemTime::now();
+    sncf.signal("HUP");
+
+    let closed = wait_for_log_line(&sncf, "SNCF", |l| {
+        l.contains("live link refused on re-check") && l.contains("csu.metz.example")
+    });
+    println!("SNCF: {closed}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watcher.last().is_some_and(|last| {
+        SystemTime::now().duration_since(last).unwrap_or_default() < Duration::from_millis(1500)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the removed partner's stream never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let last = watcher.last().expect("packets arrived");
+    let after_ms = match last.duration_since(hup) {
+        Ok(after) => after.as_secs_f64() * 1000.0,
+        Err(before) => -before.duration().as_secs_f64() * 1000.0,
+    };
+    println!("partner removed: last packet {after_ms:.1} ms after SIGHUP");
+    assert!(after_ms < 1000.0, "{after_ms:.1} ms");
+}

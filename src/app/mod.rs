@@ -599,7 +599,25 @@ async fn watch_policy(
                 let http = Arc::clone(&http);
                 let reloaded = tokio::task::spawn_blocking(move || {
                     loader.reload(&gateway);
-                    reload_link_tls(&config, &gateway);
+                    // The partners' identities come from the file as it is now: a
+                    // partner removed from it is disconnected. Other changes to the
+                    // file need a restart.
+                    let fresh = match Config::load(&config.path, std::env::vars_os()) {
+                        Ok(fresh) => {
+                            if fresh.sha256 != config.sha256 {
+                                tracing::warn!(
+                                    "the configuration changed: partners' identities are \
+                                     reloaded now; other changes apply at the next restart"
+                                );
+                            }
+                            Some(fresh)
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "configuration not reloaded; the one in force stays");
+                            None
+                        }
+                    };
+                    reload_link_tls(fresh.as_ref().unwrap_or(&config), &gateway);
                     if let Some(http) = http.as_ref() {
                         http.reload(&config);
                     }

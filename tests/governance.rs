@@ -496,6 +496,8 @@ fn a_sigterm_mid_stream_loses_no_record() {
         .unwrap_or_else(|| panic!("no end for session {session}: {records:#?}"));
     println!("ended at stop: {ended}");
     let kinds: Vec<&str> = records.iter().filter_map(|r| r["kind"].as_str()).collect();
+    // The clock's synchronisation state is on record from the start.
+    assert!(kinds.contains(&"clock_state"), "{kinds:?}");
     assert!(
         kinds.ends_with(&["process_stop", "checkpoint"]),
         "the journal ends with the stop and a checkpoint: {kinds:?}"

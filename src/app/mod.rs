@@ -19,8 +19,8 @@ use crate::http::{HttpApi, HttpServer, HttpUsers, UsersHandle};
 use crate::ingest::{IngestSettings, IngestTransport};
 use crate::interventions::{InterventionSettings, InterventionStore};
 use crate::journal::{
-    Event, Journal, JournalSettings, LinkDown, LinkUp, PolicyLoaded, PolicyRefused, ProcessStart,
-    ProcessStop, SystemClock, TlsItem, TlsReloaded,
+    ClockState, Event, Journal, JournalSettings, LinkDown, LinkUp, PolicyLoaded, PolicyRefused,
+    ProcessStart, ProcessStop, SystemClock, TlsItem, TlsReloaded,
 };
 use crate::link::{CatalogProvider, DialTarget, Importer, LinkHandle, LinkSettings, PartnerLink};
 use crate::management::{ManagementServer, Readiness};
@@ -560,6 +560,38 @@ impl PolicyLoader {
     }
 }
 
+/// The clock's synchronisation as the journal records it: at start and at each change.
+///
+/// Read from systemd-timesyncd's flag file (`/run/systemd/timesync/synchronized`, present
+/// once it has synchronised); with another NTP client the state reads as not known to be
+/// synchronised, with no source.
+#[derive(Default)]
+struct ClockWatch {
+    last: Option<bool>,
+}
+
+impl ClockWatch {
+    const TIMESYNCD_FLAG: &'static str = "/run/systemd/timesync/synchronized";
+
+    fn check(&mut self, journal: Option<&Journal>) {
+        let synchronized = Path::new(Self::TIMESYNCD_FLAG).exists();
+        if self.last == Some(synchronized) {
+            return;
+        }
+        self.last = Some(synchronized);
+        let state = Event::ClockState(ClockState {
+            synchronized,
+            source: synchronized.then(|| "systemd-timesyncd".to_owned()),
+            offset_ms: None,
+        });
+        if let Some(journal) = journal
+            && let Err(error) = journal.append(state)
+        {
+            tracing::error!(%error, "could not journal the clock state");
+        }
+    }
+}
+
 /// Longest time between two re-evaluations of every stream and session by the clock.
 const CLOCK_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -581,6 +613,8 @@ async fn watch_policy(
             None
         }
     };
+    let mut clock = ClockWatch::default();
+    clock.check(gateway.journal());
     loop {
         // Re-evaluate at the next hours-window edge or validity bound, so a closing
         // window cuts at once; and at least every minute regardless.
@@ -626,7 +660,10 @@ async fn watch_policy(
                     tracing::error!(%error, "policy reload task failed");
                 }
             }
-            () = tokio::time::sleep(wait) => gateway.policy_clock_tick(),
+            () = tokio::time::sleep(wait) => {
+                gateway.policy_clock_tick();
+                clock.check(gateway.journal());
+            }
         }
     }
 }

@@ -645,3 +645,35 @@ fn a_partner_removed_from_the_configuration_is_disconnected_at_the_next_sighup()
     println!("partner removed: last packet {after_ms:.1} ms after SIGHUP");
     assert!(after_ms < 1000.0, "{after_ms:.1} ms");
 }
+
+#[test]
+fn each_site_journals_the_signed_head_its_partner_sends_when_the_link_comes_up() {
+    let chain = chain();
+    // The SNCF's own checkpoint, and the copy the CSU journaled.
+    let find = |site: &Gateway, kind: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(record) = support::watch::journal_records(site)
+                .into_iter()
+                .find(|r| r["kind"] == kind)
+            {
+                return record;
+            }
+            assert!(Instant::now() < deadline, "no {kind} record");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let received = find(&chain.csu, "peer_checkpoint");
+    assert_eq!(received["peer"], "sncf.metz.example", "{received}");
+    let sncf_journal = support::watch::journal_records(&chain.sncf);
+    let sent = sncf_journal
+        .iter()
+        .find(|r| r["kind"] == "checkpoint" && r["head_hash"] == received["head_hash"])
+        .unwrap_or_else(|| panic!("the CSU holds a head the SNCF never signed: {received}"));
+    assert_eq!(sent["journal"], received["journal"]);
+    assert_eq!(
+        sent["signature"], received["signature"],
+        "the signature travelled intact"
+    );
+    println!("CSU journaled the SNCF head: {received}");
+}

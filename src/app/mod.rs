@@ -391,10 +391,21 @@ fn journal_links(
                         }
                         _ => None,
                     };
+                    let came_up = matches!(event, Some(Event::LinkUp(_)));
                     if let Some(event) = event
                         && let Err(error) = journal.append(event)
                     {
                         tracing::error!(%error, "could not journal a link change");
+                    }
+                    if came_up {
+                        // A partner gets our signed head as soon as its link is up, not
+                        // only at the next minute: it journals where our chain stood.
+                        let journal = journal.clone();
+                        let signed =
+                            tokio::task::spawn_blocking(move || journal.checkpoint()).await;
+                        if !matches!(signed, Ok(Ok(_))) {
+                            tracing::error!("could not sign a checkpoint for the new link");
+                        }
                     }
                     if status.changed().await.is_err() {
                         return;

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use passerelle::demo::{CSU_OPERATOR, MetzKit, sncf_policy};
+use passerelle::demo::{CSU_OPERATOR, MetzKit, SiteFiles, sncf_policy};
 use support::metz::{loopback_listeners, start_site, wait_for_log_line};
 use support::watch::{Watcher, journal_time, wait_for_journal_line};
 use support::{Gateway, Transport, ffprobe_count_frames, run_bounded};
@@ -18,21 +18,31 @@ struct Chain {
     _camsim: Gateway,
     sncf: Gateway,
     csu: Gateway,
+    csu_files: SiteFiles,
 }
 
 fn chain() -> Chain {
+    chain_with(|_, _| {}, |_| {})
+}
+
+/// camsim → SNCF → CSU, each site's files edited before it starts; returns once the
+/// CSU has the SNCF's catalog.
+fn chain_with(
+    edit_sncf: impl FnOnce(&MetzKit, &mut SiteFiles),
+    edit_csu: impl FnOnce(&mut SiteFiles),
+) -> Chain {
     let kit = MetzKit::new().expect("kit");
     let camsim = Gateway::camsim(&[]);
-    let sncf = start_site(
-        &kit.sncf(loopback_listeners(), camsim.addr("rtsp"))
-            .expect("sncf"),
-        &[],
-    );
-    let csu = start_site(
-        &kit.csu(loopback_listeners(), sncf.addr("quic"))
-            .expect("csu"),
-        &[],
-    );
+    let mut sncf_files = kit
+        .sncf(loopback_listeners(), camsim.addr("rtsp"))
+        .expect("sncf");
+    edit_sncf(&kit, &mut sncf_files);
+    let sncf = start_site(&sncf_files, &[]);
+    let mut csu_files = kit
+        .csu(loopback_listeners(), sncf.addr("quic"))
+        .expect("csu");
+    edit_csu(&mut csu_files);
+    let csu = start_site(&csu_files, &[]);
     wait_for_log_line(&csu, "CSU", |l| {
         l.contains("partner catalog received") && !l.contains("cameras=0")
     });
@@ -41,6 +51,7 @@ fn chain() -> Chain {
         _camsim: camsim,
         sncf,
         csu,
+        csu_files,
     }
 }
 
@@ -220,23 +231,7 @@ fn a_withdrawn_grant_stops_its_stream_within_a_second_and_the_rest_plays_on() {
     let kept_before = kept.count();
     // Bounded wait for the withdrawn stream to go quiet, then two more seconds to see
     // that it stays quiet and that the kept one does not.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while withdrawn.last().is_some_and(|last| {
-        SystemTime::now().duration_since(last).unwrap_or_default() < Duration::from_millis(1500)
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the withdrawn stream never stopped"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let last = withdrawn.last().expect("packets arrived");
-    // Signed: the record's time has millisecond precision and is written just before
-    // the policy is put in force, so a last packet in the same millisecond is possible.
-    let cut_ms = match last.duration_since(applied) {
-        Ok(after) => after.as_secs_f64() * 1000.0,
-        Err(before) => -before.duration().as_secs_f64() * 1000.0,
-    };
+    let cut_ms = withdrawn.last_packet_ms_after(applied, Duration::from_secs(5));
     println!("withdrawal: last packet {cut_ms:.1} ms after the journal's policy_loaded record");
     assert!(
         cut_ms < 1000.0,
@@ -260,31 +255,30 @@ fn a_withdrawn_grant_stops_its_stream_within_a_second_and_the_rest_plays_on() {
 
 #[test]
 fn a_revoked_partner_certificate_closes_its_link_at_the_next_sighup() {
-    let kit = MetzKit::new().expect("kit");
-    let camsim = Gateway::camsim(&[]);
     let validity =
         passerelle::pki::Validity::days_from(jiff::Timestamp::now(), 30).expect("validity");
-    let mut sncf_files = kit
-        .sncf(loopback_listeners(), camsim.addr("rtsp"))
-        .expect("sncf");
-    // A CRL from the CSU's CA, revoking nothing yet, is configured from the start.
-    let empty = passerelle::pki::revoke(kit.eurometropole_ca(), &[], validity).expect("crl");
-    sncf_files
-        .files
-        .push(("tls/partners.crl".into(), empty.into_bytes()));
-    sncf_files.config = sncf_files.config.replacen(
-        "ca = \"tls/ca.pem\"\n",
-        "ca = \"tls/ca.pem\"\ncrl = \"tls/partners.crl\"\n",
-        1,
+    let chain = chain_with(
+        |kit, sncf| {
+            // A CRL from the CSU's CA, revoking nothing yet, is configured from the start.
+            let empty =
+                passerelle::pki::revoke(kit.eurometropole_ca(), &[], validity).expect("crl");
+            sncf.files
+                .push(("tls/partners.crl".into(), empty.into_bytes()));
+            sncf.config = sncf.config.replacen(
+                "ca = \"tls/ca.pem\"\n",
+                "ca = \"tls/ca.pem\"\ncrl = \"tls/partners.crl\"\n",
+                1,
+            );
+        },
+        |_| {},
     );
-    let sncf = start_site(&sncf_files, &[]);
-    let csu_files = kit
-        .csu(loopback_listeners(), sncf.addr("quic"))
-        .expect("csu");
-    let csu = start_site(&csu_files, &[]);
-    wait_for_log_line(&csu, "CSU", |l| {
-        l.contains("partner catalog received") && !l.contains("cameras=0")
-    });
+    let Chain {
+        kit,
+        sncf,
+        csu,
+        csu_files,
+        ..
+    } = chain;
     let (user, password) = CSU_OPERATOR;
     let watcher = Watcher::start(&format!(
         "rtsp://{user}:{password}@{}/sncf/metz-ville/quai-1",
@@ -309,21 +303,7 @@ fn a_revoked_partner_certificate_closes_its_link_at_the_next_sighup() {
         l.contains("revoked") && l.contains("csu.metz.example")
     });
     println!("SNCF: {closed}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while watcher.last().is_some_and(|last| {
-        SystemTime::now().duration_since(last).unwrap_or_default() < Duration::from_millis(1500)
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the revoked partner's stream never stopped"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let last = watcher.last().expect("packets arrived");
-    let after_ms = match last.duration_since(hup) {
-        Ok(after) => after.as_secs_f64() * 1000.0,
-        Err(before) => -before.duration().as_secs_f64() * 1000.0,
-    };
+    let after_ms = watcher.last_packet_ms_after(hup, Duration::from_secs(5));
     // At 25 fps a packet burst comes every 40 ms: a cut within one frame of the signal
     // shows as a last packet up to 40 ms before it.
     println!("revocation: last packet {after_ms:.1} ms after SIGHUP");
@@ -338,24 +318,16 @@ fn a_revoked_partner_certificate_closes_its_link_at_the_next_sighup() {
 
 #[test]
 fn without_a_writable_journal_no_viewing_session_starts_and_readyz_says_so() {
-    let kit = MetzKit::new().expect("kit");
-    let camsim = Gateway::camsim(&[]);
-    let mut sncf_files = kit
-        .sncf(loopback_listeners(), camsim.addr("rtsp"))
-        .expect("sncf");
-    // A directory no process can create files in.
-    sncf_files.config = sncf_files
-        .config
-        .replace("dir = \"audit\"", "dir = \"/proc/passerelle-audit\"");
-    let sncf = start_site(&sncf_files, &[]);
-    let csu = start_site(
-        &kit.csu(loopback_listeners(), sncf.addr("quic"))
-            .expect("csu"),
-        &[],
+    let chain = chain_with(
+        |_, sncf| {
+            // A directory no process can create files in.
+            sncf.config = sncf
+                .config
+                .replace("dir = \"audit\"", "dir = \"/proc/passerelle-audit\"");
+        },
+        |_| {},
     );
-    wait_for_log_line(&csu, "CSU", |l| {
-        l.contains("partner catalog received") && !l.contains("cameras=0")
-    });
+    let Chain { sncf, csu, .. } = chain;
 
     let ready = support::http_get(sncf.addr("management"), "/readyz", Duration::from_secs(5))
         .expect("readyz");
@@ -378,30 +350,22 @@ fn without_a_writable_journal_no_viewing_session_starts_and_readyz_says_so() {
 
 #[test]
 fn an_on_request_camera_needs_an_agents_open_intervention_whose_reason_reaches_the_camera_site() {
-    let kit = MetzKit::new().expect("kit");
-    let camsim = Gateway::camsim(&[]);
-    let mut sncf_files = kit
-        .sncf(loopback_listeners(), camsim.addr("rtsp"))
-        .expect("sncf");
-    // DESIGN.md's first SNCF grant: Metz Ville and Metz Nord on request.
-    let on_request = sncf_policy().replacen("mode = \"live\"", "mode = \"on_request\"", 1);
-    kit.replace_policy(&mut sncf_files, &on_request, true)
-        .expect("policy");
-    let sncf = start_site(&sncf_files, &[]);
-    let mut csu_files = kit
-        .csu(loopback_listeners(), sncf.addr("quic"))
-        .expect("csu");
-    // The CSU's VMS pulls with a service account.
-    csu_files
-        .files
-        .push(("secrets/vms.password".into(), b"vms-secret\n".to_vec()));
-    csu_files.config.push_str(
-        "\n[[user]]\nname = \"vms-csu\"\nkind = \"service\"\npassword_file = \"secrets/vms.password\"\ncameras = [\"**\"]\n",
+    let chain = chain_with(
+        |kit, sncf| {
+            // DESIGN.md's first SNCF grant: Metz Ville and Metz Nord on request.
+            let on_request = sncf_policy().replacen("mode = \"live\"", "mode = \"on_request\"", 1);
+            kit.replace_policy(sncf, &on_request, true).expect("policy");
+        },
+        |csu| {
+            // The CSU's VMS pulls with a service account.
+            csu.files
+                .push(("secrets/vms.password".into(), b"vms-secret\n".to_vec()));
+            csu.config.push_str(
+                "\n[[user]]\nname = \"vms-csu\"\nkind = \"service\"\npassword_file = \"secrets/vms.password\"\ncameras = [\"**\"]\n",
+            );
+        },
     );
-    let csu = start_site(&csu_files, &[]);
-    wait_for_log_line(&csu, "CSU", |l| {
-        l.contains("partner catalog received") && !l.contains("cameras=0")
-    });
+    let Chain { sncf, csu, .. } = chain;
     let rtsp = csu.addr("rtsp");
     let operator = |camera: &str| {
         let (user, password) = CSU_OPERATOR;
@@ -516,16 +480,6 @@ fn a_sigterm_mid_stream_loses_no_record() {
 
 #[test]
 fn grant_caps_refuse_the_next_stream_with_a_clear_code() {
-    let kit = MetzKit::new().expect("kit");
-    let camsim = Gateway::camsim(&[]);
-    let mut sncf_files = kit
-        .sncf(loopback_listeners(), camsim.addr("rtsp"))
-        .expect("sncf");
-    // Always-on cameras: their bitrate is measured before anyone asks (~205 kbit/s each).
-    sncf_files.config = sncf_files.config.replace(
-        "credentials_file = \"secrets/camera.cred\"\n",
-        "credentials_file = \"secrets/camera.cred\"\non_demand = false\n",
-    );
     let capped = sncf_policy()
         .replacen("mode = \"live\"", "mode = \"live\"\nmax_streams = 1", 1)
         .replace("cameras = [\"woippy/**\", \"ars-sur-moselle/**\", \"peltre/**\"]\nmode = \"live\"", "cameras = [\"woippy/**\", \"ars-sur-moselle/**\", \"peltre/**\"]\nmode = \"live\"\nmax_bitrate_kbps = 300");
@@ -533,17 +487,18 @@ fn grant_caps_refuse_the_next_stream_with_a_clear_code() {
         capped.contains("max_streams = 1") && capped.contains("max_bitrate_kbps = 300"),
         "{capped}"
     );
-    kit.replace_policy(&mut sncf_files, &capped, true)
-        .expect("policy");
-    let sncf = start_site(&sncf_files, &[]);
-    let csu = start_site(
-        &kit.csu(loopback_listeners(), sncf.addr("quic"))
-            .expect("csu"),
-        &[],
+    let chain = chain_with(
+        |kit, sncf| {
+            // Always-on cameras: their bitrate is measured before anyone asks (~205 kbit/s).
+            sncf.config = sncf.config.replace(
+                "credentials_file = \"secrets/camera.cred\"\n",
+                "credentials_file = \"secrets/camera.cred\"\non_demand = false\n",
+            );
+            kit.replace_policy(sncf, &capped, true).expect("policy");
+        },
+        |_| {},
     );
-    wait_for_log_line(&csu, "CSU", |l| {
-        l.contains("partner catalog received") && !l.contains("cameras=0")
-    });
+    let Chain { sncf, csu, .. } = chain;
     let url = |camera: &str| {
         let (user, password) = CSU_OPERATOR;
         format!(
@@ -581,35 +536,23 @@ fn grant_caps_refuse_the_next_stream_with_a_clear_code() {
 
 #[test]
 fn a_partner_removed_from_the_configuration_is_disconnected_at_the_next_sighup() {
-    let kit = MetzKit::new().expect("kit");
-    let camsim = Gateway::camsim(&[]);
-    let mut sncf_files = kit
-        .sncf(loopback_listeners(), camsim.addr("rtsp"))
-        .expect("sncf");
-    // A second partner, so the SNCF still has one once the CSU is removed.
-    let ccor_ca = MetzKit::other_ca("police-municipale").expect("ca");
-    sncf_files.files.push((
-        "tls/partner-ccor-ca.pem".into(),
-        ccor_ca.cert_pem.into_bytes(),
-    ));
-    sncf_files
-        .config
-        .push_str("\n[[partner]]\nid = \"ccor.metz.example\"\nca = \"tls/partner-ccor-ca.pem\"\n");
     let csu_block = "[[partner]]\nid = \"csu.metz.example\"\nca = \"tls/partner-csu-ca.pem\"\n";
-    assert!(
-        sncf_files.config.contains(csu_block),
-        "{}",
-        sncf_files.config
+    let chain = chain_with(
+        |_, sncf| {
+            // A second partner, so the SNCF still has one once the CSU is removed.
+            let ccor_ca = MetzKit::other_ca("police-municipale").expect("ca");
+            sncf.files.push((
+                "tls/partner-ccor-ca.pem".into(),
+                ccor_ca.cert_pem.into_bytes(),
+            ));
+            sncf.config.push_str(
+                "\n[[partner]]\nid = \"ccor.metz.example\"\nca = \"tls/partner-ccor-ca.pem\"\n",
+            );
+            assert!(sncf.config.contains(csu_block), "{}", sncf.config);
+        },
+        |_| {},
     );
-    let sncf = start_site(&sncf_files, &[]);
-    let csu = start_site(
-        &kit.csu(loopback_listeners(), sncf.addr("quic"))
-            .expect("csu"),
-        &[],
-    );
-    wait_for_log_line(&csu, "CSU", |l| {
-        l.contains("partner catalog received") && !l.contains("cameras=0")
-    });
+    let Chain { sncf, csu, .. } = chain;
     let (user, password) = CSU_OPERATOR;
     let watcher = Watcher::start(&format!(
         "rtsp://{user}:{password}@{}/sncf/metz-ville/quai-1",
@@ -627,21 +570,7 @@ fn a_partner_removed_from_the_configuration_is_disconnected_at_the_next_sighup()
         l.contains("live link refused on re-check") && l.contains("csu.metz.example")
     });
     println!("SNCF: {closed}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while watcher.last().is_some_and(|last| {
-        SystemTime::now().duration_since(last).unwrap_or_default() < Duration::from_millis(1500)
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the removed partner's stream never stopped"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let last = watcher.last().expect("packets arrived");
-    let after_ms = match last.duration_since(hup) {
-        Ok(after) => after.as_secs_f64() * 1000.0,
-        Err(before) => -before.duration().as_secs_f64() * 1000.0,
-    };
+    let after_ms = watcher.last_packet_ms_after(hup, Duration::from_secs(5));
     println!("partner removed: last packet {after_ms:.1} ms after SIGHUP");
     assert!(after_ms < 1000.0, "{after_ms:.1} ms");
 }

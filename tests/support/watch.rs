@@ -55,6 +55,29 @@ impl Watcher {
         self.arrivals.lock().expect("arrivals").last().copied()
     }
 
+    /// Waits (at most `within`) until the stream has been quiet for 1.5 s, then returns
+    /// how long after `since` its last packet arrived, in milliseconds: negative when it
+    /// came before (at 25 fps a cut within one frame of `since` shows as up to -40 ms).
+    pub fn last_packet_ms_after(&self, since: SystemTime, within: Duration) -> f64 {
+        let quiet = Duration::from_millis(1500);
+        let deadline = Instant::now() + within;
+        while self
+            .last()
+            .is_some_and(|last| SystemTime::now().duration_since(last).unwrap_or_default() < quiet)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the stream never stopped within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let last = self.last().expect("packets arrived");
+        match last.duration_since(since) {
+            Ok(after) => after.as_secs_f64() * 1000.0,
+            Err(before) => -before.duration().as_secs_f64() * 1000.0,
+        }
+    }
+
     pub fn wait_for(&self, packets: usize, within: Duration) {
         let deadline = Instant::now() + within;
         while self.count() < packets {

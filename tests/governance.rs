@@ -5,63 +5,13 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use passerelle::demo::{CSU_OPERATOR, MetzKit, SiteFiles, sncf_policy};
-use support::metz::{loopback_listeners, start_site, wait_for_log_line};
+use passerelle::demo::{CSU_OPERATOR, MetzKit, sncf_policy};
+use support::metz::{Chain, wait_for_log_line};
 use support::watch::{Watcher, journal_time, wait_for_journal_line};
 use support::{Gateway, Transport, ffprobe_count_frames, run_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_passerelle");
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
-
-struct Chain {
-    kit: MetzKit,
-    _camsim: Gateway,
-    sncf: Gateway,
-    csu: Gateway,
-    csu_files: SiteFiles,
-}
-
-fn chain() -> Chain {
-    chain_with(|_, _| {}, |_| {})
-}
-
-/// camsim → SNCF → CSU, each site's files edited before it starts; returns once the
-/// CSU has the SNCF's catalog.
-fn chain_with(
-    edit_sncf: impl FnOnce(&MetzKit, &mut SiteFiles),
-    edit_csu: impl FnOnce(&mut SiteFiles),
-) -> Chain {
-    let kit = MetzKit::new().expect("kit");
-    let camsim = Gateway::camsim(&[]);
-    let mut sncf_files = kit
-        .sncf(loopback_listeners(), camsim.addr("rtsp"))
-        .expect("sncf");
-    edit_sncf(&kit, &mut sncf_files);
-    let sncf = start_site(&sncf_files, &[]);
-    let mut csu_files = kit
-        .csu(loopback_listeners(), sncf.addr("quic"))
-        .expect("csu");
-    edit_csu(&mut csu_files);
-    let csu = start_site(&csu_files, &[]);
-    wait_for_log_line(&csu, "CSU", |l| {
-        l.contains("partner catalog received") && !l.contains("cameras=0")
-    });
-    Chain {
-        kit,
-        _camsim: camsim,
-        sncf,
-        csu,
-        csu_files,
-    }
-}
-
-fn csu_url(chain: &Chain, camera: &str) -> String {
-    let (user, password) = CSU_OPERATOR;
-    format!(
-        "rtsp://{user}:{password}@{}/{camera}",
-        chain.csu.addr("rtsp")
-    )
-}
 
 fn passerelle(args: &[&str]) -> support::CommandOutput {
     run_bounded(BIN, args, Duration::from_secs(20)).expect("passerelle runs")
@@ -69,9 +19,9 @@ fn passerelle(args: &[&str]) -> support::CommandOutput {
 
 #[test]
 fn the_journal_proves_who_watched_what_and_detects_an_edit() {
-    let mut chain = chain();
+    let mut chain = Chain::start(&[]);
     let report = ffprobe_count_frames(
-        &csu_url(&chain, "sncf/metz-ville/quai-1"),
+        &chain.csu_url("sncf/metz-ville/quai-1"),
         Transport::Tcp,
         CLIENT_TIMEOUT,
     )
@@ -79,7 +29,7 @@ fn the_journal_proves_who_watched_what_and_detects_an_edit() {
     assert!(report.frames >= 50, "{report:?}");
     // A refused viewing is on record too.
     ffprobe_count_frames(
-        &csu_url(&chain, "sncf/poste-de-commande/salle"),
+        &chain.csu_url("sncf/poste-de-commande/salle"),
         Transport::Tcp,
         CLIENT_TIMEOUT,
     )
@@ -195,9 +145,9 @@ fn the_journal_proves_who_watched_what_and_detects_an_edit() {
 
 #[test]
 fn a_withdrawn_grant_stops_its_stream_within_a_second_and_the_rest_plays_on() {
-    let chain = chain();
-    let withdrawn = Watcher::start(&csu_url(&chain, "sncf/metz-ville/quai-1"));
-    let kept = Watcher::start(&csu_url(&chain, "sncf/woippy/quai-1"));
+    let chain = Chain::start(&[]);
+    let withdrawn = Watcher::start(&chain.csu_url("sncf/metz-ville/quai-1"));
+    let kept = Watcher::start(&chain.csu_url("sncf/woippy/quai-1"));
     withdrawn.wait_for(100, CLIENT_TIMEOUT);
     kept.wait_for(100, CLIENT_TIMEOUT);
 
@@ -245,7 +195,7 @@ fn a_withdrawn_grant_stops_its_stream_within_a_second_and_the_rest_plays_on() {
 
     // Narrowed catalog: the withdrawn camera is now unknown at the CSU.
     let error = ffprobe_count_frames(
-        &csu_url(&chain, "sncf/metz-ville/quai-1"),
+        &chain.csu_url("sncf/metz-ville/quai-1"),
         Transport::Tcp,
         CLIENT_TIMEOUT,
     )
@@ -257,7 +207,8 @@ fn a_withdrawn_grant_stops_its_stream_within_a_second_and_the_rest_plays_on() {
 fn a_revoked_partner_certificate_closes_its_link_at_the_next_sighup() {
     let validity =
         passerelle::pki::Validity::days_from(jiff::Timestamp::now(), 30).expect("validity");
-    let chain = chain_with(
+    let chain = Chain::start_with(
+        &[],
         |kit, sncf| {
             // A CRL from the CSU's CA, revoking nothing yet, is configured from the start.
             let empty =
@@ -318,7 +269,8 @@ fn a_revoked_partner_certificate_closes_its_link_at_the_next_sighup() {
 
 #[test]
 fn without_a_writable_journal_no_viewing_session_starts_and_readyz_says_so() {
-    let chain = chain_with(
+    let chain = Chain::start_with(
+        &[],
         |_, sncf| {
             // A directory no process can create files in.
             sncf.config = sncf
@@ -350,7 +302,8 @@ fn without_a_writable_journal_no_viewing_session_starts_and_readyz_says_so() {
 
 #[test]
 fn an_on_request_camera_needs_an_agents_open_intervention_whose_reason_reaches_the_camera_site() {
-    let chain = chain_with(
+    let chain = Chain::start_with(
+        &[],
         |kit, sncf| {
             // DESIGN.md's first SNCF grant: Metz Ville and Metz Nord on request.
             let on_request = sncf_policy().replacen("mode = \"live\"", "mode = \"on_request\"", 1);
@@ -441,8 +394,8 @@ fn an_on_request_camera_needs_an_agents_open_intervention_whose_reason_reaches_t
 
 #[test]
 fn a_sigterm_mid_stream_loses_no_record() {
-    let mut chain = chain();
-    let watcher = Watcher::start(&csu_url(&chain, "sncf/metz-ville/quai-1"));
+    let mut chain = Chain::start(&[]);
+    let watcher = Watcher::start(&chain.csu_url("sncf/metz-ville/quai-1"));
     watcher.wait_for(50, CLIENT_TIMEOUT);
     // Stopped while the session is live: its end must be on record, then a checkpoint.
     chain.sncf.stop();
@@ -487,7 +440,8 @@ fn grant_caps_refuse_the_next_stream_with_a_clear_code() {
         capped.contains("max_streams = 1") && capped.contains("max_bitrate_kbps = 300"),
         "{capped}"
     );
-    let chain = chain_with(
+    let chain = Chain::start_with(
+        &[],
         |kit, sncf| {
             // Always-on cameras: their bitrate is measured before anyone asks (~205 kbit/s).
             sncf.config = sncf.config.replace(
@@ -537,7 +491,8 @@ fn grant_caps_refuse_the_next_stream_with_a_clear_code() {
 #[test]
 fn a_partner_removed_from_the_configuration_is_disconnected_at_the_next_sighup() {
     let csu_block = "[[partner]]\nid = \"csu.metz.example\"\nca = \"tls/partner-csu-ca.pem\"\n";
-    let chain = chain_with(
+    let chain = Chain::start_with(
+        &[],
         |_, sncf| {
             // A second partner, so the SNCF still has one once the CSU is removed.
             let ccor_ca = MetzKit::other_ca("police-municipale").expect("ca");
@@ -577,7 +532,7 @@ fn a_partner_removed_from_the_configuration_is_disconnected_at_the_next_sighup()
 
 #[test]
 fn each_site_journals_the_signed_head_its_partner_sends_when_the_link_comes_up() {
-    let chain = chain();
+    let chain = Chain::start(&[]);
     // The SNCF's own checkpoint, and the copy the CSU journaled.
     let find = |site: &Gateway, kind: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);

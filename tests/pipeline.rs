@@ -7,45 +7,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use passerelle::demo::{CSU_OPERATOR, MetzKit};
-use support::metz::{loopback_listeners, metric, metrics, start_site};
+use support::metz::{Chain, loopback_listeners, metric, metrics, start_site};
 use support::{Codec, Gateway, RtspSource, Transport, ffprobe_count_frames, gst_play, http_get};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The chain of the demo: camsim, SNCF, CSU. `env` applies to both gateways.
-struct Chain {
-    _camsim: Gateway,
-    sncf: Gateway,
-    csu: Gateway,
-}
-
-impl Chain {
-    fn start(env: &[(&str, &str)]) -> Chain {
-        let kit = MetzKit::new().expect("kit");
-        let camsim = Gateway::camsim(&[]);
-        let sncf_files = kit
-            .sncf(loopback_listeners(), camsim.addr("rtsp"))
-            .expect("sncf");
-        let sncf = start_site(&sncf_files, env);
-        let csu_files = kit
-            .csu(loopback_listeners(), sncf.addr("quic"))
-            .expect("csu");
-        let csu = start_site(&csu_files, env);
-        Chain {
-            _camsim: camsim,
-            sncf,
-            csu,
-        }
-    }
-
-    fn csu_url(&self, camera: &str) -> String {
-        let (user, password) = CSU_OPERATOR;
-        format!(
-            "rtsp://{user}:{password}@{}/{camera}",
-            self.csu.addr("rtsp")
-        )
-    }
-}
 
 /// Waits (bounded) until the CSU has the SNCF catalog: the link is up.
 fn wait_for_catalog(csu: &Gateway) {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use passerelle::demo::{Listeners, SiteFiles};
+use passerelle::demo::{CSU_OPERATOR, Listeners, MetzKit, SiteFiles};
 
 use super::{Gateway, http_get};
 
@@ -102,5 +102,61 @@ pub fn wait_for_log_line(gateway: &Gateway, who: &str, wanted: impl Fn(&str) -> 
             panic!("{who}: the expected line never came within {SHOW_TIMEOUT:?}:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The demo's chain on loopback: camsim → SNCF → CSU.
+pub struct Chain {
+    pub kit: MetzKit,
+    pub camsim: Gateway,
+    pub sncf: Gateway,
+    pub csu: Gateway,
+    pub csu_files: SiteFiles,
+}
+
+impl Chain {
+    /// The chain with `env` (`PASSERELLE__*` overrides) on both gateways; returns once
+    /// the CSU has the SNCF's catalog.
+    pub fn start(env: &[(&str, &str)]) -> Chain {
+        Chain::start_with(env, |_, _| {}, |_| {})
+    }
+
+    /// As [`Chain::start`], each site's files edited before it starts.
+    pub fn start_with(
+        env: &[(&str, &str)],
+        edit_sncf: impl FnOnce(&MetzKit, &mut SiteFiles),
+        edit_csu: impl FnOnce(&mut SiteFiles),
+    ) -> Chain {
+        let kit = MetzKit::new().expect("kit");
+        let camsim = Gateway::camsim(&[]);
+        let mut sncf_files = kit
+            .sncf(loopback_listeners(), camsim.addr("rtsp"))
+            .expect("sncf");
+        edit_sncf(&kit, &mut sncf_files);
+        let sncf = start_site(&sncf_files, env);
+        let mut csu_files = kit
+            .csu(loopback_listeners(), sncf.addr("quic"))
+            .expect("csu");
+        edit_csu(&mut csu_files);
+        let csu = start_site(&csu_files, env);
+        wait_for_log_line(&csu, "CSU", |l| {
+            l.contains("partner catalog received") && !l.contains("cameras=0")
+        });
+        Chain {
+            kit,
+            camsim,
+            sncf,
+            csu,
+            csu_files,
+        }
+    }
+
+    /// The CSU operator's RTSP URL of `camera` (our id, `sncf/...` for SNCF cameras).
+    pub fn csu_url(&self, camera: &str) -> String {
+        let (user, password) = CSU_OPERATOR;
+        format!(
+            "rtsp://{user}:{password}@{}/{camera}",
+            self.csu.addr("rtsp")
+        )
     }
 }

@@ -30,7 +30,6 @@ fn wait_for_catalog(csu: &Gateway) {
 #[test]
 fn a_granted_camera_plays_at_the_csu_over_tcp_and_udp_and_the_agent_reaches_the_sncf() {
     let chain = Chain::start(&[]);
-    wait_for_catalog(&chain.csu);
     let started = Instant::now();
     for transport in [Transport::Tcp, Transport::Udp] {
         let report = ffprobe_count_frames(
@@ -105,7 +104,6 @@ fn a_granted_camera_plays_at_the_csu_over_tcp_and_udp_and_the_agent_reaches_the_
 #[test]
 fn h265_plays_and_gstreamer_plays_through_the_chain() {
     let chain = Chain::start(&[]);
-    wait_for_catalog(&chain.csu);
     let report = ffprobe_count_frames(
         &chain.csu_url("sncf/metz-ville/parvis"),
         Transport::Tcp,
@@ -135,7 +133,6 @@ fn h265_plays_and_gstreamer_plays_through_the_chain() {
 #[test]
 fn a_camera_not_granted_is_404_absent_from_the_catalog_and_never_crosses() {
     let chain = Chain::start(&[]);
-    wait_for_catalog(&chain.csu);
     let error = ffprobe_count_frames(
         &chain.csu_url("sncf/poste-de-commande/salle"),
         Transport::Tcp,
@@ -197,7 +194,6 @@ fn with_the_link_mtu_pinned_at_1200_packets_are_resplit_and_still_decode() {
         ("PASSERELLE__QUIC__MTU_DISCOVERY", "false"),
     ];
     let chain = Chain::start(&pinned);
-    wait_for_catalog(&chain.csu);
     let report = ffprobe_count_frames(
         &chain.csu_url("sncf/metz-ville/quai-1"),
         Transport::Tcp,

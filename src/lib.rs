@@ -19,6 +19,7 @@
 //! - `metrics`: the Prometheus recorder and the description of every metric.
 //! - `journal`: the audit journal: hash-chained JSON Lines files, signed checkpoints, the access register.
 //! - `interventions`: agents' open interventions, which give their viewing sessions a reason.
+//! - `viewing`: what the RTSP and WebRTC servers ask of the site: cameras and viewing sessions.
 //!
 //! Layer 2, I/O adapters:
 //! - `ingest`: pulls cameras over RTSP (retina), on demand or always on.
@@ -59,3 +60,4 @@ pub mod policy;
 pub mod roq;
 pub mod rtsp;
 pub mod tls;
+pub mod viewing;

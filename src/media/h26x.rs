@@ -522,6 +522,194 @@ fn bad_value(codec: Codec, param: &'static str, value: &str) -> FmtpError {
     }
 }
 
+/// The type of a coded slice: H.264 `slice_type` modulo 5 (ITU-T H.264 table 7-6), H.265
+/// `slice_type` (ITU-T H.265 table 7-7, which has no SP or SI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceType {
+    /// Predicted from earlier pictures.
+    P,
+    /// Bi-predicted: may reference a later picture, so decoding order differs from display
+    /// order.
+    B,
+    /// Intra only.
+    I,
+    /// Switching P (H.264 Extended profile).
+    Sp,
+    /// Switching I (H.264 Extended profile).
+    Si,
+}
+
+/// The type of the first slice that starts in an RTP payload of `codec`: a single slice
+/// NAL unit, the first slice of an aggregation packet, or the start fragment of a slice.
+/// `None` when the payload starts no slice or its header cannot be read.
+///
+/// H.265 slice headers depend on the PPS: pass its `num_extra_slice_header_bits`
+/// ([`h265_extra_slice_header_bits`]). Only the first slice segment of an H.265 picture is
+/// read (the others carry an address whose width comes from the SPS); one slice per
+/// picture is enough to tell whether a stream uses B-frames.
+pub fn slice_type(codec: Codec, payload: &[u8], extra_slice_header_bits: u8) -> Option<SliceType> {
+    let header = nal_header_len(codec);
+    match classify(codec, payload).ok()?.kind {
+        PayloadKind::Single { nal_type } => slice_body_type(
+            codec,
+            nal_type,
+            payload.get(header..)?,
+            extra_slice_header_bits,
+        ),
+        PayloadKind::Fragment {
+            nal_type,
+            start: true,
+            ..
+        } => slice_body_type(
+            codec,
+            nal_type,
+            payload.get(fu_overhead(codec)..)?,
+            extra_slice_header_bits,
+        ),
+        PayloadKind::Fragment { .. } => None,
+        PayloadKind::Aggregation { .. } => aggregation_units(codec, payload)
+            .map_while(Result::ok)
+            .map(|unit| &payload[unit])
+            .find(|nal| nal_type(codec, nal).is_some_and(|t| is_slice(codec, t)))
+            .and_then(|nal| {
+                let t = nal_type(codec, nal)?;
+                slice_body_type(codec, t, nal.get(header..)?, extra_slice_header_bits)
+            }),
+    }
+}
+
+/// `num_extra_slice_header_bits` of an H.265 PPS NAL unit (header included), which
+/// [`slice_type`] needs; `None` if `pps` is not a readable PPS.
+pub fn h265_extra_slice_header_bits(pps: &[u8]) -> Option<u8> {
+    if nal_type(Codec::H265, pps)? != h265::PPS {
+        return None;
+    }
+    let mut bits = RbspBits::new(pps.get(2..)?);
+    bits.ue()?; // pps_pic_parameter_set_id
+    bits.ue()?; // pps_seq_parameter_set_id
+    bits.bits(2)?; // dependent_slice_segments_enabled_flag, output_flag_present_flag
+    u8::try_from(bits.bits(3)?).ok()
+}
+
+/// `general_profile_idc` of an H.265 SPS NAL unit (1 Main, 2 Main 10, 3 Main Still
+/// Picture, 4 range extensions); `None` if `sps` is not an SPS.
+pub fn h265_profile_idc(sps: &[u8]) -> Option<u8> {
+    if nal_type(Codec::H265, sps)? != h265::SPS {
+        return None;
+    }
+    // After the NAL header: sps_video_parameter_set_id(4) sps_max_sub_layers_minus1(3)
+    // sps_temporal_id_nesting_flag(1), then general_profile_space(2) general_tier_flag(1)
+    // general_profile_idc(5) (ITU-T H.265 7.3.2.2, 7.3.3). No emulation prevention can
+    // fall in these bytes: the header's first byte is not zero.
+    Some(sps.get(3)? & 0x1f)
+}
+
+/// Whether a NAL unit type is a coded slice passerelle reads the type of: H.264 non-IDR
+/// and IDR slices (data partitions are not used by cameras); H.265 trailing, leading and
+/// IRAP pictures.
+fn is_slice(codec: Codec, nal_type: u8) -> bool {
+    match codec {
+        Codec::H264 => matches!(nal_type, 1 | h264::IDR),
+        Codec::H265 => nal_type <= 9 || (h265::IRAP_FIRST..=h265::IRAP_LAST).contains(&nal_type),
+    }
+}
+
+/// Reads the slice type from a slice's bytes after its NAL unit header.
+fn slice_body_type(codec: Codec, nal_type: u8, body: &[u8], extra_bits: u8) -> Option<SliceType> {
+    if !is_slice(codec, nal_type) {
+        return None;
+    }
+    let mut bits = RbspBits::new(body);
+    match codec {
+        Codec::H264 => {
+            bits.ue()?; // first_mb_in_slice
+            // ITU-T H.264 table 7-6: 5..=9 repeat 0..=4 (all slices of the picture alike).
+            match bits.ue()? {
+                t @ 0..=9 => Some(
+                    [
+                        SliceType::P,
+                        SliceType::B,
+                        SliceType::I,
+                        SliceType::Sp,
+                        SliceType::Si,
+                    ][t as usize % 5],
+                ),
+                _ => None,
+            }
+        }
+        Codec::H265 => {
+            // first_slice_segment_in_pic_flag: other segments' headers need the SPS.
+            if bits.bits(1)? != 1 {
+                return None;
+            }
+            if (h265::IRAP_FIRST..=23).contains(&nal_type) {
+                bits.bits(1)?; // no_output_of_prior_pics_flag
+            }
+            bits.ue()?; // slice_pic_parameter_set_id
+            bits.bits(extra_bits)?; // slice_reserved_flag[i]
+            match bits.ue()? {
+                0 => Some(SliceType::B),
+                1 => Some(SliceType::P),
+                2 => Some(SliceType::I),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// A bit reader over the start of a NAL unit's payload with emulation prevention bytes
+/// (`00 00 03`) removed (ITU-T H.264 7.4.1): enough for the first fields of a header.
+struct RbspBits {
+    bytes: [u8; 32],
+    len: usize,
+    pos: usize,
+}
+
+impl RbspBits {
+    fn new(data: &[u8]) -> RbspBits {
+        let mut bytes = [0u8; 32];
+        let mut len = 0;
+        let mut zeros = 0;
+        for &b in data {
+            if len == bytes.len() {
+                break;
+            }
+            if zeros >= 2 && b == 3 {
+                zeros = 0;
+                continue;
+            }
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+            bytes[len] = b;
+            len += 1;
+        }
+        RbspBits { bytes, len, pos: 0 }
+    }
+
+    /// The next `n` bits (at most 32), most significant first.
+    fn bits(&mut self, n: u8) -> Option<u32> {
+        let mut value = 0u32;
+        for _ in 0..n {
+            let byte = *self.bytes[..self.len].get(self.pos / 8)?;
+            let bit = (byte >> (7 - self.pos % 8)) & 1;
+            value = (value << 1) | u32::from(bit);
+            self.pos += 1;
+        }
+        Some(value)
+    }
+
+    /// An unsigned Exp-Golomb value `ue(v)` (ITU-T H.264 9.1), up to 2^31 - 2.
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0u8;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros > 30 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
+    }
+}
+
 /// Splits an Annex B byte stream (ITU-T H.264/H.265 Annex B) into NAL units without
 /// start codes, as zero-copy slices. Finds 3- and 4-byte start codes; bytes before the
 /// first start code and trailing zero bytes are dropped, empty units skipped.
@@ -950,6 +1138,92 @@ mod tests {
             ok > 1000,
             "too few inputs reached the parsers' success paths: {ok}"
         );
+    }
+
+    #[test]
+    fn h264_slice_types_are_read_from_every_packetization() {
+        // From the Main fixture: an IDR (I) and a P slice.
+        assert_eq!(
+            slice_type(Codec::H264, &[0x65, 0x88, 0x84], 0),
+            Some(SliceType::I)
+        );
+        assert_eq!(
+            slice_type(Codec::H264, &[0x41, 0x9a, 0x3b], 0),
+            Some(SliceType::P)
+        );
+        // first_mb_in_slice 0, slice_type 6 and 1: B.
+        assert_eq!(
+            slice_type(Codec::H264, &[0x01, 0x9c], 0),
+            Some(SliceType::B)
+        );
+        assert_eq!(
+            slice_type(Codec::H264, &[0x21, 0xa0], 0),
+            Some(SliceType::B)
+        );
+        // FU-A: only the start fragment carries the header.
+        assert_eq!(
+            slice_type(Codec::H264, &[0x7c, 0x81, 0x9c], 0),
+            Some(SliceType::B)
+        );
+        assert_eq!(slice_type(Codec::H264, &[0x7c, 0x01, 0x9c], 0), None);
+        // STAP-A: the first slice after an SEI.
+        let s = stap(Codec::H264, &[&[0x06, 0x05], &[0x01, 0x9c]]);
+        assert_eq!(slice_type(Codec::H264, &s, 0), Some(SliceType::B));
+        // Not slices, or unreadable.
+        assert_eq!(slice_type(Codec::H264, &[0x67, 0x4d, 0x40], 0), None);
+        assert_eq!(slice_type(Codec::H264, &[0x41], 0), None);
+        assert_eq!(slice_type(Codec::H264, &[0x41, 0x00, 0x00], 0), None);
+    }
+
+    #[test]
+    fn emulation_prevention_bytes_are_skipped() {
+        let mut bits = RbspBits::new(&[0x00, 0x00, 0x03, 0x01]);
+        assert_eq!(bits.bits(24), Some(1));
+        assert_eq!(bits.bits(1), None);
+    }
+
+    #[test]
+    fn h265_slice_types_need_the_pps_extra_bits() {
+        // The H.265 fixture's PPS: no extra slice header bits.
+        let pps = [0x44, 0x01, 0xc1, 0x72, 0xb4, 0x62, 0x40];
+        assert_eq!(h265_extra_slice_header_bits(&pps), Some(0));
+        assert_eq!(h265_extra_slice_header_bits(&[0x42, 0x01, 0xc1]), None);
+        // The fixture's IDR_N_LP (I) and TRAIL_R (P) first slices.
+        assert_eq!(
+            slice_type(Codec::H265, &[0x28, 0x01, 0xaf, 0x0c], 0),
+            Some(SliceType::I)
+        );
+        assert_eq!(
+            slice_type(Codec::H265, &[0x02, 0x01, 0xd0, 0x09], 0),
+            Some(SliceType::P)
+        );
+        // slice_type 0 is B in H.265.
+        assert_eq!(
+            slice_type(Codec::H265, &[0x02, 0x01, 0xe0], 0),
+            Some(SliceType::B)
+        );
+        // Two reserved bits before slice_type: read as such only when the PPS says so.
+        assert_eq!(
+            slice_type(Codec::H265, &[0x02, 0x01, 0xc8], 2),
+            Some(SliceType::B)
+        );
+        assert_eq!(slice_type(Codec::H265, &[0x02, 0x01, 0xc8], 0), None);
+        // A later slice segment of a picture is not read.
+        assert_eq!(slice_type(Codec::H265, &[0x02, 0x01, 0x60], 0), None);
+        // FU start of a B slice (payload header type 49, FU header S=1 type 1).
+        assert_eq!(
+            slice_type(Codec::H265, &[49 << 1, 0x01, 0x81, 0xe0], 0),
+            Some(SliceType::B)
+        );
+    }
+
+    #[test]
+    fn h265_profile_comes_from_the_sps() {
+        let sps = [0x42, 0x01, 0x01, 0x01, 0x60, 0x00];
+        assert_eq!(h265_profile_idc(&sps), Some(1));
+        let main10 = [0x42, 0x01, 0x01, 0x02, 0x60];
+        assert_eq!(h265_profile_idc(&main10), Some(2));
+        assert_eq!(h265_profile_idc(&[0x40, 0x01, 0x0c, 0x01]), None);
     }
 }
 

@@ -1,4 +1,7 @@
-//! The management listener: Prometheus metrics, health and readiness.
+//! The management listener: Prometheus metrics, health and readiness, and the whole
+//! site's cameras and links (`GET /api/v1/cameras`, `GET /api/v1/links`, the shapes of
+//! [`crate::status`]) for local tools. It has no authentication: keep it on loopback
+//! or a management network.
 //!
 //! Bound on loopback by default. `/readyz` reports local readiness only (config
 //! loaded, listeners bound), so a partner's outage never takes this box out of its
@@ -14,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+
+use crate::status::SiteStatus;
 
 /// What `/readyz` reports, supplied by the composition layer.
 pub trait Readiness: Send + Sync + 'static {
@@ -33,6 +38,7 @@ pub struct ManagementServer {
 struct AppState {
     metrics: PrometheusHandle,
     readiness: Arc<dyn Readiness>,
+    status: Arc<dyn SiteStatus>,
 }
 
 impl ManagementServer {
@@ -41,13 +47,20 @@ impl ManagementServer {
         addr: SocketAddr,
         metrics: PrometheusHandle,
         readiness: Arc<dyn Readiness>,
+        status: Arc<dyn SiteStatus>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let router = Router::new()
             .route("/metrics", get(render_metrics))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
-            .with_state(AppState { metrics, readiness });
+            .route("/api/v1/cameras", get(cameras))
+            .route("/api/v1/links", get(links))
+            .with_state(AppState {
+                metrics,
+                readiness,
+                status,
+            });
         Ok(ManagementServer { listener, router })
     }
 
@@ -84,4 +97,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+async fn cameras(State(state): State<AppState>) -> Response {
+    axum::Json(serde_json::json!({ "cameras": state.status.cameras() })).into_response()
+}
+
+async fn links(State(state): State<AppState>) -> Response {
+    axum::Json(serde_json::json!({ "links": state.status.links() })).into_response()
 }

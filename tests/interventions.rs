@@ -266,6 +266,7 @@ async fn start(dir: &Path, https: bool) -> Setup {
         interventions: store.clone(),
         journal: journal.clone(),
         clock: Arc::new(SystemClock),
+        status: Arc::new(NoCameras),
     };
     let server = HttpServer::bind(&settings, api, axum::Router::new())
         .await
@@ -804,4 +805,35 @@ async fn https_needs_a_trusted_certificate_and_tls() {
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     setup.stop.send(()).unwrap();
+}
+
+/// A site without cameras or links: these tests are about interventions.
+struct NoCameras;
+
+impl passerelle::status::SiteStatus for NoCameras {
+    fn site(&self) -> String {
+        "csu.metz.example".to_owned()
+    }
+    fn cameras(&self) -> Vec<passerelle::status::CameraView> {
+        Vec::new()
+    }
+    fn links(&self) -> Vec<passerelle::status::LinkView> {
+        Vec::new()
+    }
+    fn policy(&self) -> passerelle::status::PolicyView {
+        passerelle::status::PolicyView {
+            state: "none",
+            serial: None,
+            valid_from: None,
+            valid_until: None,
+            signers: Vec::new(),
+            problem: None,
+        }
+    }
+    fn webrtc(&self) -> passerelle::status::WebrtcView {
+        passerelle::status::WebrtcView {
+            sessions: 0,
+            max_sessions: 0,
+        }
+    }
 }

@@ -22,6 +22,10 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// For journald (the systemd unit's choice): each line starts with its syslog
+    /// priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), without a
+    /// timestamp, which journald adds.
+    Journald,
 }
 
 /// The subcommands.

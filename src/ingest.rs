@@ -19,6 +19,10 @@
 //!   packet), classified by [`h26x::classify`]. A payload that
 //!   does not classify is dropped and counted in `passerelle_malformed_packets_total`.
 //!   RTCP sender reports go to [`Channel::sender_report`].
+//! - **Quality.** Per camera, as received: `passerelle_ingest_bytes_total` (RTP payload
+//!   bytes), `passerelle_ingest_lost_packets_total` (sequence-number gaps) and
+//!   `passerelle_ingest_jitter_seconds` (RFC 3550 §6.4.1 interarrival jitter from arrival
+//!   times and RTP timestamps), updated per packet without allocating.
 //! - **Time.** Timestamps keep the camera's clock, offset across sessions so they never
 //!   step backwards: a new session continues just after the last forwarded packet, plus
 //!   the wall time elapsed (`continuity`). The channel's keyframe cache is reset at the
@@ -34,7 +38,7 @@
 //! Layer 2: imports the channel and the media core, nothing from the other adapters.
 
 mod continuity;
-mod log_limit;
+mod jitter;
 mod redact;
 mod sdp;
 mod supervisor;

@@ -7,7 +7,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use passerelle::demo::{CSU_OPERATOR, MetzKit};
-use support::metz::{Chain, loopback_listeners, metric, metrics, start_site};
+use support::metz::{Chain, label, loopback_listeners, metric, metrics, start_site};
+use support::watch::Watcher;
 use support::{Codec, Gateway, RtspSource, Transport, ffprobe_count_frames, gst_play, http_get};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,6 +26,109 @@ fn wait_for_catalog(csu: &Gateway) {
         "the CSU never received the SNCF catalog:\n{}",
         csu.stderr_log()
     );
+}
+
+/// Waits (bounded) until every counter an operator needs has grown between two reads of
+/// both sites' metrics, checks the gauges, and returns the last expositions.
+fn assert_operator_series(chain: &Chain) -> (String, String) {
+    let camera = label("camera", "metz-ville/quai-1");
+    let imported = label("camera", "sncf/metz-ville/quai-1");
+    let to_csu = label("peer", "csu.metz.example");
+    let to_sncf = label("peer", "sncf.metz.example");
+    let local = label("peer", "local");
+    // (site, series, labels) of counters that must grow while the viewer watches.
+    let growing: [(&str, &str, Vec<&str>); 7] = [
+        ("SNCF", "passerelle_ingest_packets_total", vec![&camera]),
+        ("SNCF", "passerelle_ingest_bytes_total", vec![&camera]),
+        (
+            "SNCF",
+            "passerelle_forwarded_packets_total",
+            vec![&camera, &to_csu],
+        ),
+        (
+            "SNCF",
+            "passerelle_forwarded_bytes_total",
+            vec![&camera, &to_csu],
+        ),
+        ("CSU", "passerelle_ingest_packets_total", vec![&imported]),
+        (
+            "CSU",
+            "passerelle_forwarded_packets_total",
+            vec![&imported, &local],
+        ),
+        (
+            "CSU",
+            "passerelle_forwarded_bytes_total",
+            vec![&imported, &local],
+        ),
+    ];
+    let read = || (metrics(&chain.sncf), metrics(&chain.csu));
+    let value = |texts: &(String, String), site: &str, name: &str, labels: &[&str]| {
+        let text = if site == "SNCF" { &texts.0 } else { &texts.1 };
+        metric(text, name, labels)
+    };
+    let first = read();
+    for (site, name, labels) in &growing {
+        assert!(
+            value(&first, site, name, labels).is_some_and(|v| v > 0.0),
+            "{site}: {name}{labels:?} missing or zero"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        let now = read();
+        let stuck: Vec<_> = growing
+            .iter()
+            .filter(|(site, name, labels)| {
+                value(&now, site, name, labels) <= value(&first, site, name, labels)
+            })
+            .collect();
+        if stuck.is_empty() {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not growing while watched: {stuck:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Gauges and counters that may stay at zero on loopback, but must be exported.
+    let (sncf, csu) = &last;
+    let lost = metric(sncf, "passerelle_ingest_lost_packets_total", &[&camera]);
+    let jitter = metric(sncf, "passerelle_ingest_jitter_seconds", &[&camera]);
+    println!("SNCF ingest of {camera}: lost {lost:?}, jitter {jitter:?} s");
+    assert_eq!(lost, Some(0.0), "no loss over loopback TCP:\n{sncf}");
+    assert!(
+        jitter.is_some_and(|j| (0.0..1.0).contains(&j)),
+        "jitter {jitter:?}:\n{sncf}"
+    );
+    for (site, text, peer) in [("SNCF", sncf, &to_csu), ("CSU", csu, &to_sncf)] {
+        assert_eq!(
+            metric(text, "passerelle_peer_connected", &[peer]),
+            Some(1.0),
+            "{site}"
+        );
+        let rtt = metric(text, "passerelle_peer_rtt_seconds", &[peer]);
+        let cwnd = metric(text, "passerelle_peer_congestion_window_bytes", &[peer]);
+        let peer_lost = metric(text, "passerelle_peer_lost_packets_total", &[peer]);
+        println!("{site} path to {peer}: rtt {rtt:?} s, cwnd {cwnd:?} bytes, lost {peer_lost:?}");
+        assert!(
+            rtt.is_some_and(|r| r > 0.0 && r < 1.0),
+            "{site}: rtt {rtt:?}"
+        );
+        assert!(cwnd.is_some_and(|c| c > 0.0), "{site}: cwnd {cwnd:?}");
+        assert!(peer_lost.is_some(), "{site}: no lost-packets counter");
+    }
+    assert_eq!(
+        metric(
+            sncf,
+            "passerelle_camera_state",
+            &[&camera, &label("state", "playing")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric(sncf, "passerelle_camera_up", &[&camera]), Some(1.0));
+    last
 }
 
 #[test]
@@ -72,9 +176,15 @@ fn a_granted_camera_plays_at_the_csu_over_tcp_and_udp_and_the_agent_reaches_the_
     );
     assert_eq!(body["details"]["links"][0]["connected"], true, "{body}");
 
-    let sncf_metrics = metrics(&chain.sncf);
+    // While a viewer watches, the series an operator reads to find a fault are there
+    // and the counters grow: at the SNCF (camera ingest, quality, forwarding, the QUIC
+    // path to the CSU) and at the CSU (what arrives over the link, local forwarding).
+    let viewer = Watcher::start(&chain.csu_url("sncf/metz-ville/quai-1"));
+    viewer.wait_for(25, CLIENT_TIMEOUT);
+    let (sncf_metrics, csu_metrics) = assert_operator_series(&chain);
+    drop(viewer);
     // The exposition is valid for Prometheus (names, HELP, types, units).
-    for (site, text) in [("SNCF", &sncf_metrics), ("CSU", &metrics(&chain.csu))] {
+    for (site, text) in [("SNCF", &sncf_metrics), ("CSU", &csu_metrics)] {
         let mut promtool = std::process::Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())

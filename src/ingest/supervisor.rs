@@ -17,13 +17,14 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use url::Url;
 
 use super::continuity::TimestampContinuity;
-use super::log_limit::LogLimiter;
+use super::jitter::Jitter;
 use super::redact::{redact_url, scrub, secrets, without_userinfo};
 use super::sdp::{Offered, VideoChoice, choose_video};
 use super::{CameraState, CameraStatus, IngestError, IngestSettings, IngestTransport, RtspStep};
 use crate::backoff::Backoff;
 use crate::channel::Channel;
 use crate::ids::CameraId;
+use crate::log_limit::LogLimiter;
 use crate::media::h26x;
 use crate::media::rtp::{RtcpPacket, parse_rtcp};
 use crate::media::{Codec, MediaPacket, StreamInfo};
@@ -131,10 +132,22 @@ struct Forwarder {
     camera: CameraId,
     redacted: String,
     timestamps: TimestampContinuity,
+    jitter: Jitter,
+    quality: StreamMetrics,
     malformed: Counter,
     malformed_log: LogLimiter,
     last_packet: Instant,
     arena: PacketArena,
+}
+
+/// What the camera's stream looks like on arrival, before anything is dropped.
+struct StreamMetrics {
+    /// `passerelle_ingest_bytes_total{camera}`: RTP payload bytes.
+    bytes: Counter,
+    /// `passerelle_ingest_lost_packets_total{camera}`: sequence-number gaps.
+    lost: Counter,
+    /// `passerelle_ingest_jitter_seconds{camera}`: RFC 3550 interarrival jitter.
+    jitter: Gauge,
 }
 
 /// Packets copied into large shared buffers. retina hands each packet over in its own
@@ -170,6 +183,16 @@ impl Forwarder {
         let header = packet.header();
         let camera_timestamp = header.timestamp();
         let marker = header.mark();
+        let quality = &self.quality;
+        quality.bytes.increment(packet.payload().len() as u64);
+        // Packets missing before this one, from the sequence numbers (retina).
+        let lost = packet.loss();
+        if lost > 0 {
+            quality.lost.increment(u64::from(lost));
+        }
+        quality
+            .jitter
+            .set(self.jitter.update(camera_timestamp, now));
         let payload = self.arena.copy(packet.payload());
         match h26x::classify(video.codec, &payload) {
             Ok(info) => {
@@ -267,6 +290,12 @@ impl Supervisor {
             camera: settings.camera.clone(),
             redacted: target.redacted.clone(),
             timestamps: TimestampContinuity::new(),
+            jitter: Jitter::new(),
+            quality: StreamMetrics {
+                bytes: metrics::counter!("passerelle_ingest_bytes_total", "camera" => label.clone()),
+                lost: metrics::counter!("passerelle_ingest_lost_packets_total", "camera" => label.clone()),
+                jitter: metrics::gauge!("passerelle_ingest_jitter_seconds", "camera" => label.clone()),
+            },
             malformed: metrics::counter!("passerelle_malformed_packets_total", "camera" => label),
             malformed_log: LogLimiter::new(LOG_INTERVAL),
             last_packet: Instant::now(),
@@ -405,6 +434,7 @@ impl Supervisor {
             );
         }
         self.forward.timestamps.begin_session(video.clock_rate);
+        self.forward.jitter.begin_session(video.clock_rate);
         let started = Instant::now();
         let ended = self.stream(session, &video).await;
         // The cached pictures belong to a session that is over: a viewer arriving before

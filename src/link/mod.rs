@@ -72,15 +72,25 @@
 //! # Reconnecting
 //!
 //! A partner with dial addresses is dialled at start and re-dialled after every drop,
-//! with exponential back-off and jitter ([`crate::backoff`]). Viewing sessions that were open
-//! survive a drop as [`ViewState::Reconnecting`]: on the next connection their cameras
-//! are subscribed again and the sessions re-opened; a session the provider now refuses
-//! ends ([`ViewGuard::ended`]).
+//! with exponential back-off and jitter ([`crate::backoff`]). Its addresses are tried in
+//! turn, starting after the address of the last dialled link that was lost: with the
+//! two gateways of an active/standby pair listed (same site id, same certificate), a
+//! dead active is detected by QUIC's idle timeout (within `keep_alive` + `idle_timeout`:
+//! the timer restarts at the first keep-alive sent into the silence) and the standby
+//! is dialled first. Viewing sessions that were open survive a drop as
+//! [`ViewState::Reconnecting`]: on the next connection their cameras are subscribed
+//! again and the sessions re-opened; a session the provider now refuses ends
+//! ([`ViewGuard::ended`]).
 //!
-//! Two links with one partner (both sides dialled at once): the link dialled by the
-//! site with the smaller id (byte order) is kept, the other closed with
-//! [`LinkCloseCode::Duplicate`]; a new link dialled by the same side as the current one
-//! replaces it (the peer restarted). One live link per partner.
+//! One live link per partner. A second link with the same partner is settled by a
+//! stated tie-break, the loser closed with [`LinkCloseCode::Duplicate`]:
+//! - dialled by opposite sides (both dialled at once): the link dialled by the site with
+//!   the smaller id (byte order) is kept;
+//! - dialled by the same side from the same address: the new link replaces the current
+//!   one (the peer restarted);
+//! - dialled by the same side from another address (the other gateway of a pair):
+//!   the current link is kept; the other gateway keeps re-dialling with back-off and
+//!   gets in once the current link is gone.
 //!
 //! # Metrics
 //!
@@ -95,6 +105,7 @@ pub mod close;
 pub mod flow;
 mod partner;
 pub mod settings;
+mod socket;
 
 #[cfg(test)]
 mod tests;
@@ -110,7 +121,7 @@ use tokio::task::JoinHandle;
 
 pub use close::{LinkCloseCode, describe_close_code};
 pub use flow::MediaError;
-pub use settings::{DialTarget, LinkSettings, MediaTransport, PartnerLink};
+pub use settings::{DEFAULT_DSCP_TOS, DialTarget, LinkSettings, MediaTransport, PartnerLink};
 
 use crate::channel::Channel;
 use crate::control::{
@@ -118,6 +129,7 @@ use crate::control::{
     Message, PROTO_VERSION,
 };
 use crate::ids::{CameraId, SiteId};
+use crate::log_limit::KeyedLogLimiter;
 use crate::policy::ViewingSession;
 use crate::tls::{self, Direction, LinkTls, PeerIdentity, PeerRefusal};
 use partner::{Command, PartnerTask};
@@ -344,6 +356,10 @@ pub struct LinkStatus {
     pub peer_policy_serial: Option<u64>,
     /// Cameras in the peer's latest catalog.
     pub peer_catalog_len: usize,
+    /// The live link's round-trip time, from QUIC, sampled every 2 s.
+    pub rtt: Option<std::time::Duration>,
+    /// Streams the live link carries, both ways.
+    pub streams: usize,
 }
 
 impl LinkStatus {
@@ -357,6 +373,8 @@ impl LinkStatus {
             since: None,
             peer_policy_serial: None,
             peer_catalog_len: 0,
+            rtt: None,
+            streams: 0,
         }
     }
 }
@@ -471,11 +489,19 @@ impl LinkHandle {
     ) -> Result<LinkHandle, LinkError> {
         let transport = settings.transport_config()?;
         let server = Context::server_config(&tls, &transport);
-        let endpoint =
-            quinn::Endpoint::server(server, settings.listen).map_err(|source| LinkError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
+        let bind_error = |source| LinkError::Bind {
+            addr: settings.listen,
+            source,
+        };
+        let socket =
+            socket::MarkedSocket::bind(settings.listen, settings.dscp_tos).map_err(bind_error)?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_error)?;
         let local_addr = endpoint.local_addr().map_err(|source| LinkError::Bind {
             addr: settings.listen,
             source,
@@ -670,6 +696,8 @@ pub(crate) struct Established {
     connection: quinn::Connection,
     identity: PeerIdentity,
     direction: Direction,
+    /// For a link we dialled, the index of the partner address it went to.
+    target: Option<usize>,
     hello: Hello,
     reader: ControlReader<quinn::RecvStream>,
     send: quinn::SendStream,
@@ -802,6 +830,7 @@ async fn establish(
         connection: connection.clone(),
         identity,
         direction,
+        target: None,
         hello,
         reader,
         send,
@@ -813,7 +842,26 @@ fn count_refusal(peer: &str, reason: &'static str) {
         .increment(1);
 }
 
+/// Inbound refusals are logged once per this interval per peer (with the count held
+/// back): anyone can hammer the QUIC port. Each one is still counted and journaled.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Peers whose refusals are logged apart; past it they share one line.
+const REFUSAL_LOG_PEERS: usize = 64;
+
+type RefusalLog = std::sync::Mutex<KeyedLogLimiter<String>>;
+
+/// `Some(held back)` when a refusal about `peer` may be logged now.
+fn may_log(log: &RefusalLog, peer: &str) -> Option<u64> {
+    // A poisoned lock still holds whole counters.
+    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+    log.check(peer.to_owned(), tokio::time::Instant::now())
+}
+
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<Shared>) {
+    let refusal_log = Arc::new(RefusalLog::new(KeyedLogLimiter::new(
+        REFUSAL_LOG_INTERVAL,
+        REFUSAL_LOG_PEERS,
+    )));
     while let Some(incoming) = endpoint.accept().await {
         let Some(strong) = shared.upgrade() else {
             incoming.refuse();
@@ -822,6 +870,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<Shared>) {
         let context = Arc::clone(&strong.context);
         drop(strong);
         let shared = shared.clone();
+        let refusal_log = Arc::clone(&refusal_log);
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let timeout = context.settings.handshake_timeout;
@@ -834,11 +883,15 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<Shared>) {
                     context
                         .provider
                         .handshake_refused("unknown", "handshake_failed");
-                    tracing::info!(%remote, %error, "inbound QUIC handshake failed");
+                    if let Some(held_back) = may_log(&refusal_log, "unknown") {
+                        tracing::info!(%remote, %error, held_back, "inbound QUIC handshake failed");
+                    }
                     return;
                 }
                 Err(_) => {
-                    tracing::info!(%remote, "inbound QUIC handshake timed out");
+                    if let Some(held_back) = may_log(&refusal_log, "unknown") {
+                        tracing::info!(%remote, held_back, "inbound QUIC handshake timed out");
+                    }
                     return;
                 }
             };
@@ -870,7 +923,9 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<Shared>) {
                         count_refusal(&peer, reason);
                         context.provider.handshake_refused(&peer, reason);
                     }
-                    tracing::warn!(%remote, %peer, %error, reason, "inbound link refused");
+                    if let Some(held_back) = may_log(&refusal_log, &peer) {
+                        tracing::warn!(%remote, %peer, %error, reason, held_back, "inbound link refused");
+                    }
                 }
             }
         });

@@ -45,6 +45,7 @@
 //! closed at once with `close_view`, so what the provider journaled open also ends.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +85,27 @@ const DATAGRAM_BATCH: usize = 64;
 
 /// How often the RTT gauge is sampled.
 const RTT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One link's QUIC path statistics, sampled every [`RTT_INTERVAL`].
+struct PathGauges {
+    rtt: Gauge,
+    cwnd: Gauge,
+    lost: metrics::Counter,
+    /// The connection generation and lost-packet count read last: each connection
+    /// counts from zero, the counter only grows.
+    lost_seen: (u64, u64),
+}
+
+impl PathGauges {
+    fn new(peer: &str) -> Self {
+        PathGauges {
+            rtt: metrics::gauge!("passerelle_peer_rtt_seconds", "peer" => peer.to_owned()),
+            cwnd: metrics::gauge!("passerelle_peer_congestion_window_bytes", "peer" => peer.to_owned()),
+            lost: metrics::counter!("passerelle_peer_lost_packets_total", "peer" => peer.to_owned()),
+            lost_seen: (0, 0),
+        }
+    }
+}
 
 /// Least time between two log lines about dropped received packets.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -233,6 +255,8 @@ struct Live {
     generation: u64,
     connection: quinn::Connection,
     direction: Direction,
+    /// For a link we dialled, the index of the partner address it went to.
+    target: Option<usize>,
     /// The features the peer declared in its `Hello`.
     features: Vec<Feature>,
     reader: ControlReader<quinn::RecvStream>,
@@ -295,11 +319,15 @@ pub(crate) struct PartnerTask {
     backoff: Backoff,
     next_dial: Option<Instant>,
     dialling: bool,
+    /// The partner address the next dial tries first: the one after the address of
+    /// the last dialled link that was lost, so a dead gateway of an active/standby
+    /// pair is tried last.
+    first_target: usize,
     generation: u64,
     live: Option<Live>,
     views: BTreeMap<u64, LocalView>,
     connected: Gauge,
-    rtt: Gauge,
+    path: PathGauges,
     drops: DropCounters,
     /// Fires at the live peer certificate's expiry; re-armed when a link comes up or
     /// is identified again. Kept across loop turns: no timer is registered per packet.
@@ -326,10 +354,11 @@ impl PartnerTask {
             backoff: Backoff::new(settings.reconnect_min, settings.reconnect_max),
             next_dial: (!partner.addresses.is_empty()).then(Instant::now),
             dialling: false,
+            first_target: 0,
             generation: 0,
             live: None,
             views: BTreeMap::new(),
-            rtt: metrics::gauge!("passerelle_peer_rtt_seconds", "peer" => peer.clone()),
+            path: PathGauges::new(&peer),
             drops: DropCounters {
                 unknown_flow: dropped("unknown_flow"),
                 malformed: dropped("malformed"),
@@ -378,15 +407,36 @@ impl PartnerTask {
                 Input::StreamMedia(flow_id, packet) => self.handle_media(flow_id, packet),
                 Input::FlowEnded(flow_id, end) => self.handle_flow_ended(flow_id, end),
                 Input::Dial => self.start_dial(),
-                Input::Rtt => {
-                    if let Some(live) = &self.live {
-                        self.rtt.set(live.connection.rtt().as_secs_f64());
-                    }
-                }
+                Input::Rtt => self.sample_path(),
                 Input::CertificateExpiry => self.recheck_identity(),
             }
         }
         self.shutdown();
+    }
+
+    /// Exports the live connection's path statistics (RTT, congestion window, lost
+    /// packets) and puts the RTT and stream count in the link's status.
+    fn sample_path(&mut self) {
+        let Some(live) = &self.live else { return };
+        let stats = live.connection.stats();
+        let rtt = live.connection.rtt();
+        self.path.rtt.set(rtt.as_secs_f64());
+        self.path.cwnd.set(stats.path.cwnd as f64);
+        let (generation, seen) = self.path.lost_seen;
+        let before = if generation == live.generation {
+            seen
+        } else {
+            0
+        };
+        self.path
+            .lost
+            .increment(stats.path.lost_packets.saturating_sub(before));
+        self.path.lost_seen = (live.generation, stats.path.lost_packets);
+        let streams = live.in_flows.len() + live.provided.len();
+        self.status.send_modify(|status| {
+            status.rtt = Some(rtt);
+            status.streams = streams;
+        });
     }
 
     async fn next_input(&mut self, rtt: &mut tokio::time::Interval) -> Input {
@@ -516,8 +566,9 @@ impl PartnerTask {
         let context = Arc::clone(&self.context);
         let partner = self.partner.clone();
         let events = self.events_tx.clone();
+        let first = self.first_target;
         tokio::spawn(async move {
-            let result = dial(&context, &partner).await.map(Box::new);
+            let result = dial(&context, &partner, first).await.map(Box::new);
             let _ = events.send(Event::Dialled(result));
         });
     }
@@ -528,17 +579,19 @@ impl PartnerTask {
             connection,
             identity,
             direction,
+            target,
             hello,
             reader,
             send,
         } = established;
+        let remote = connection.remote_address();
         if let Some(live) = &self.live {
-            if !self.new_link_wins(live.direction, direction) {
-                tracing::info!(partner = %self.id, ?direction, "second link with partner closed (tie-break)");
+            if !self.new_link_wins(live, direction, remote) {
+                tracing::info!(partner = %self.id, ?direction, %remote, current = %live.connection.remote_address(), "second link with partner closed (tie-break)");
                 LinkCloseCode::Duplicate.close(&connection);
                 return;
             }
-            tracing::info!(partner = %self.id, ?direction, "new link replaces the current one");
+            tracing::info!(partner = %self.id, ?direction, %remote, "new link replaces the current one");
             LinkCloseCode::Duplicate.close(&live.connection);
             self.drop_live("replaced by a new link", false);
         }
@@ -559,7 +612,6 @@ impl PartnerTask {
                 ended_tx,
             )),
         ];
-        let remote = connection.remote_address();
         tracing::info!(
             partner = %self.id,
             %remote,
@@ -573,6 +625,7 @@ impl PartnerTask {
             generation: self.generation,
             connection,
             direction,
+            target,
             features: hello.features.clone(),
             reader,
             writer,
@@ -616,11 +669,13 @@ impl PartnerTask {
         }
     }
 
-    /// The tie-break of the module doc: the link dialled by the smaller site id wins;
-    /// a new link dialled by the same side as the current one replaces it.
-    fn new_link_wins(&self, current: Direction, new: Direction) -> bool {
-        if current == new {
-            return true;
+    /// The tie-break of the module doc. Links dialled by opposite sides: the one the
+    /// smaller site id dialled wins. Dialled by the same side: from the same address, the
+    /// new link replaces the current one (the peer restarted); from another address
+    /// (the other gateway of a pair) the current one stays.
+    fn new_link_wins(&self, current: &Live, new: Direction, remote: SocketAddr) -> bool {
+        if current.direction == new {
+            return current.connection.remote_address() == remote;
         }
         let we_are_smaller = self.context.settings.site < self.id;
         // The winning link is the one we dialled iff we are the smaller site.
@@ -669,6 +724,9 @@ impl PartnerTask {
         let Some(mut live) = self.live.take() else {
             return;
         };
+        if let Some(target) = live.target {
+            self.first_target = (target + 1) % self.partner.addresses.len().max(1);
+        }
         for (_, view) in live.peer_views.drain() {
             self.context.provider.close_view(
                 &self.id,
@@ -1774,15 +1832,21 @@ async fn forward_keyframe_requests(
     }
 }
 
-/// Dials `partner` at each of its addresses in turn; the first link that completes
-/// steps 1–3 wins.
-async fn dial(context: &Context, partner: &PartnerLink) -> Result<Established, String> {
+/// Dials `partner` at each of its addresses in turn, starting at index `first`; the
+/// first link that completes steps 1–3 wins.
+async fn dial(
+    context: &Context,
+    partner: &PartnerLink,
+    first: usize,
+) -> Result<Established, String> {
     let Some(config) = context.client_config(&partner.id) else {
         return Err("no TLS client configuration for this partner".to_owned());
     };
     let timeout = context.settings.handshake_timeout;
     let mut last_error = String::from("no address");
-    for target in &partner.addresses {
+    let count = partner.addresses.len();
+    for index in (0..count).map(|i| (first + i) % count) {
+        let target = &partner.addresses[index];
         let addrs = match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
             Ok(addrs) => addrs,
             Err(error) => {
@@ -1814,7 +1878,10 @@ async fn dial(context: &Context, partner: &PartnerLink) -> Result<Established, S
                 }
             };
             match establish(&connection, Direction::Outbound, Some(&partner.id), context).await {
-                Ok(established) => return Ok(established),
+                Ok(mut established) => {
+                    established.target = Some(index);
+                    return Ok(established);
+                }
                 Err(error) => {
                     // The peer's own refusal (wrong CA, unknown peer...) arrives as an
                     // application close: name it, not the broken stream it caused.

@@ -8,6 +8,10 @@ use std::time::Duration;
 use crate::control::DEFAULT_MAX_MESSAGE_LEN;
 use crate::ids::{CameraId, SiteId};
 
+/// AF41 (RFC 2597, codepoint 34), the class of interactive video, as a TOS byte: the
+/// default of `[quic] dscp`.
+pub const DEFAULT_DSCP_TOS: u8 = 34 << 2;
+
 /// How media travel on links we send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MediaTransport {
@@ -57,6 +61,10 @@ pub struct LinkSettings {
     pub mtu_discovery: bool,
     /// How we send media; a peer may choose differently, we receive both.
     pub media_transport: MediaTransport,
+    /// The IP TOS / IPv6 traffic-class byte of every link datagram: the DSCP shifted
+    /// left by two (AF41, the default, is 0x88); 0 leaves datagrams unmarked. QUIC's
+    /// ECN bits go in the lower two bits.
+    pub dscp_tos: u8,
     /// The partners, dialled or not. A peer that is not listed is refused by TLS.
     pub partners: Vec<PartnerLink>,
     /// QUIC handshake, peer identification and `Hello` exchange must finish within it.
@@ -91,6 +99,7 @@ impl LinkSettings {
             max_mtu: 1452,
             mtu_discovery: true,
             media_transport: MediaTransport::Datagram,
+            dscp_tos: DEFAULT_DSCP_TOS,
             partners,
             handshake_timeout: Duration::from_secs(10),
             view_timeout: Duration::from_secs(12),

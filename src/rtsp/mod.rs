@@ -80,6 +80,10 @@ pub struct RtspSettings {
     pub max_sessions: usize,
     /// A connection that has no session and sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// The IP TOS / IPv6 traffic-class byte of RTP and RTCP sent over UDP: the DSCP
+    /// shifted left by two (the same class as the links, `[quic] dscp`; AF41 by
+    /// default); 0 leaves them unmarked.
+    pub dscp_tos: u8,
 }
 
 impl Default for RtspSettings {
@@ -93,6 +97,8 @@ impl Default for RtspSettings {
             max_connections: 1024,
             max_sessions: 2048,
             idle_timeout: Duration::from_secs(60),
+            // AF41 (RFC 2597, codepoint 34): interactive video, as `[quic] dscp`.
+            dscp_tos: 34 << 2,
         }
     }
 }

@@ -114,7 +114,7 @@ impl<D: CameraDirectory> RtspServer<D> {
             Instant::now().into_std(),
         ));
         let shared = Arc::new(Shared {
-            ports: Arc::new(PortPool::new(settings.udp_ports.clone())),
+            ports: Arc::new(PortPool::new(settings.udp_ports.clone(), settings.dscp_tos)),
             sessions: Arc::new(Semaphore::new(settings.max_sessions)),
             settings,
             auth,
@@ -771,6 +771,8 @@ impl Drop for GaugeGuard {
 /// Server UDP ports, handed out in even/odd pairs (RTP even, RTCP odd: RFC 3550 §11).
 struct PortPool {
     range: RangeInclusive<u16>,
+    /// The TOS / traffic-class byte every media socket is marked with.
+    tos: u8,
     state: std::sync::Mutex<PoolState>,
 }
 
@@ -795,10 +797,11 @@ fn first_even(range: &RangeInclusive<u16>) -> Option<u16> {
 }
 
 impl PortPool {
-    fn new(range: RangeInclusive<u16>) -> Self {
+    fn new(range: RangeInclusive<u16>, tos: u8) -> Self {
         let next = first_even(&range).unwrap_or(*range.start());
         PortPool {
             range,
+            tos,
             state: std::sync::Mutex::new(PoolState {
                 used: BTreeSet::new(),
                 next,
@@ -823,7 +826,7 @@ impl PortPool {
             if state.used.contains(&candidate) {
                 continue;
             }
-            let Some((rtp, rtcp)) = bind_pair(ip, candidate) else {
+            let Some((rtp, rtcp)) = bind_pair(ip, candidate, pool.tos) else {
                 continue;
             };
             state.used.insert(candidate);
@@ -839,13 +842,34 @@ impl PortPool {
     }
 }
 
-fn bind_pair(ip: IpAddr, port: u16) -> Option<(UdpSocket, UdpSocket)> {
+/// Binds RTP on `port` and RTCP on `port + 1`, both marked with `tos`.
+fn bind_pair(ip: IpAddr, port: u16, tos: u8) -> Option<(UdpSocket, UdpSocket)> {
     let bind = |p: u16| {
         let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, p)).ok()?;
         socket.set_nonblocking(true).ok()?;
+        if let Err(error) = mark(&socket, ip, tos) {
+            tracing::warn!(%error, tos, "cannot mark an RTSP media socket with the DSCP");
+        }
         UdpSocket::from_std(socket).ok()
     };
     Some((bind(port)?, bind(port + 1)?))
+}
+
+/// Sets the socket's TOS (IPv4) or traffic class (IPv6) byte; plain `sendto` keeps it.
+fn mark(socket: &std::net::UdpSocket, ip: IpAddr, tos: u8) -> std::io::Result<()> {
+    if tos == 0 {
+        return Ok(());
+    }
+    let socket = socket2::SockRef::from(socket);
+    match ip {
+        IpAddr::V4(_) => socket.set_tos_v4(u32::from(tos)),
+        IpAddr::V6(_) => {
+            // An IPv4-mapped client of a dual-stack listener is sent to through the
+            // IPv4 stack, which reads IP_TOS.
+            let _ = socket.set_tos_v4(u32::from(tos));
+            socket.set_tclass_v6(u32::from(tos))
+        }
+    }
 }
 
 impl Drop for PortLease {

@@ -54,7 +54,9 @@ pub struct Listeners {
     pub rtsp: SocketAddr,
     pub quic: SocketAddr,
     pub management: SocketAddr,
-    /// First port of the RTSP UDP range (100 ports).
+    /// The `[http]` listener (status page, WHEP); plain HTTP, so loopback only.
+    pub http: SocketAddr,
+    /// First port of the RTSP UDP range (100 ports); the WebRTC range follows it.
     pub rtsp_udp_first: u16,
 }
 
@@ -284,7 +286,7 @@ listen = "{rtsp}"
 udp_ports = "{first}-{last}"
 
 [http]
-listen = "127.0.0.1:0"
+listen = "{http}"
 
 [webrtc]
 udp_ports = "{webrtc_first}-{webrtc_last}"
@@ -295,6 +297,7 @@ listen = "{management}"
         quic = listen.quic,
         rtsp = listen.rtsp,
         management = listen.management,
+        http = listen.http,
         first = listen.rtsp_udp_first,
         last = listen.rtsp_udp_first + 99,
         webrtc_first = listen.rtsp_udp_first + 100,

@@ -9,6 +9,7 @@
 //! Layer 0, pure core (bytes in, decisions or bytes out, `now` passed in):
 //! - `backoff`: retry delays with jitter (camera reconnects, partner re-dials).
 //! - `ids`: site ids (DNS names), camera ids and camera patterns (`*` one segment, `**` any depth).
+//! - `log_limit`: rate limiting of repeated log lines, per camera or peer.
 //! - `media`: RTP/RTCP views, H.264/H.265 payload inspection, re-splitting (FU-A, H.265 FU).
 //! - `roq`: RTP-over-QUIC framing (varint flow id).
 //! - `policy`: the signed policy: model, evaluation, minisign signatures and keys.
@@ -19,6 +20,7 @@
 //! - `metrics`: the Prometheus recorder and the description of every metric.
 //! - `journal`: the audit journal: hash-chained JSON Lines files, signed checkpoints, the access register.
 //! - `interventions`: agents' open interventions, which give their viewing sessions a reason.
+//! - `status`: the site as operators see it: cameras, links, policy (the status API and page).
 //! - `viewing`: what the RTSP and WebRTC servers ask of the site: cameras and viewing sessions.
 //!
 //! Layer 2, I/O adapters:
@@ -28,7 +30,9 @@
 //! - `tls`: mutual TLS 1.3 for links and peer identification.
 //! - `pki`: development certificates with the links' certificate profile.
 //! - `management`: `/metrics`, `/healthz`, `/readyz`.
-//! - `http`: the `[http]` listener (HTTPS): bearer tokens, CORS, the interventions API.
+//! - `http`: the `[http]` listener (HTTPS): bearer tokens, CORS, the status and interventions API, the pages.
+//! - `webrtc`: WHEP on the `[http]` listener: one peer connection and task per browser viewer.
+//! - `notify`: systemd notifications (`sd_notify`): ready, reloading, watchdog, stopping.
 //!
 //! Layer 3, composition:
 //! - `config`: the TOML configuration, validated into typed settings.
@@ -52,12 +56,16 @@ pub mod ingest;
 pub mod interventions;
 pub mod journal;
 pub mod link;
+pub mod log_limit;
 pub mod management;
 pub mod media;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod policy;
 pub mod roq;
 pub mod rtsp;
+pub mod status;
 pub mod tls;
 pub mod viewing;
+pub mod webrtc;

@@ -29,6 +29,20 @@ fn describe() {
         "Video RTP packets received from the camera or upstream partner."
     );
     describe_counter!(
+        "passerelle_ingest_bytes_total",
+        Unit::Bytes,
+        "RTP payload bytes of video received from the camera."
+    );
+    describe_counter!(
+        "passerelle_ingest_lost_packets_total",
+        "Video RTP packets from the camera that never arrived (sequence-number gaps)."
+    );
+    describe_gauge!(
+        "passerelle_ingest_jitter_seconds",
+        Unit::Seconds,
+        "Interarrival jitter of the camera's video RTP (RFC 3550 section 6.4.1)."
+    );
+    describe_counter!(
         "passerelle_forwarded_packets_total",
         "Video RTP packets sent to a sink (a partner site, or local for this site's viewers)."
     );
@@ -54,6 +68,27 @@ fn describe() {
         "Current viewing sessions per camera and agent kind."
     );
     describe_gauge!(
+        "passerelle_webrtc_sessions",
+        "Open WebRTC (WHEP) sessions: answered and not ended."
+    );
+    describe_counter!(
+        "passerelle_webrtc_sessions_refused_total",
+        "WHEP offers refused, by reason (max_sessions, not_found, forbidden, not_acceptable, unplayable, unavailable, bad_offer...)."
+    );
+    describe_counter!(
+        "passerelle_webrtc_sessions_ended_total",
+        "WebRTC sessions ended, by reason (deleted, connection_failed, connect_timeout, camera_ended, unplayable, shutdown...)."
+    );
+    describe_counter!(
+        "passerelle_webrtc_pli_total",
+        "Keyframe requests (PLI, FIR) from WebRTC viewers; the channel rate-limits what reaches the camera."
+    );
+    metrics::describe_histogram!(
+        "passerelle_webrtc_connect_seconds",
+        Unit::Seconds,
+        "Time from a WHEP offer to the browser's ICE and DTLS being up."
+    );
+    describe_gauge!(
         "passerelle_peer_connected",
         "1 while a link with the partner site is up, 0 otherwise."
     );
@@ -61,6 +96,15 @@ fn describe() {
         "passerelle_peer_rtt_seconds",
         Unit::Seconds,
         "Round-trip time of the link with the partner site, from QUIC."
+    );
+    describe_gauge!(
+        "passerelle_peer_congestion_window_bytes",
+        Unit::Bytes,
+        "Congestion window of the link with the partner site, from QUIC."
+    );
+    describe_counter!(
+        "passerelle_peer_lost_packets_total",
+        "Packets of the link with the partner site that QUIC declared lost."
     );
     describe_counter!(
         "passerelle_access_denied_total",

@@ -1132,15 +1132,17 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// The package installs secrets `root:passerelle 0640` (the service reads them through
+/// its group, and cannot rewrite them): only a key others may read is a mistake.
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(metadata) = std::fs::metadata(path)
-        && metadata.permissions().mode() & 0o077 != 0
+        && metadata.permissions().mode() & 0o007 != 0
     {
         tracing::warn!(
             path = %path.display(),
             mode = format_args!("{:o}", metadata.permissions().mode() & 0o777),
-            "private key is readable by group or others; chmod 600 it"
+            "private key is readable by others; chmod 640 (root:passerelle) or 600 it"
         );
     }
 }

@@ -307,9 +307,14 @@ fn ready_file_parses_the_contract_format() {
     assert_eq!(ready.pid, 4242);
     assert_eq!(
         ready.listeners["rtsp"],
-        "127.0.0.1:8554".parse().expect("addr")
+        "127.0.0.1:8554"
+            .parse::<std::net::SocketAddr>()
+            .expect("addr")
     );
-    assert_eq!(ready.listeners["http"], "[::1]:8443".parse().expect("addr"));
+    assert_eq!(
+        ready.listeners["http"],
+        "[::1]:8443".parse::<std::net::SocketAddr>().expect("addr")
+    );
     assert_eq!(ready.listeners.len(), 4);
 
     let partial = Ready::parse(r#"{"pid": 1, "listeners": {"management": "127.0.0.1:1"}}"#)
@@ -474,7 +479,12 @@ fn wait_gone(pid: u32) -> bool {
 fn gateway_waits_for_the_ready_file_and_stops_its_process_group() {
     let scripts = tempfile::tempdir().expect("temp dir");
     let mut gw = standin("ok", scripts.path()).start();
-    assert_eq!(gw.addr("rtsp"), "127.0.0.1:8554".parse().expect("addr"));
+    assert_eq!(
+        gw.addr("rtsp"),
+        "127.0.0.1:8554"
+            .parse::<std::net::SocketAddr>()
+            .expect("addr")
+    );
     assert_eq!(gw.rtsp_url("metz/hdv"), "rtsp://127.0.0.1:8554/metz/hdv");
     assert_eq!(
         gw.management_url("/metrics"),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::camsim::{CONTROL_ROOM_CAMERA, sncf_cameras};
-use crate::demo::{CAMERA_CREDENTIALS, CSU_OPERATOR, Listeners, MetzKit};
+use crate::demo::{CAMERA_CREDENTIALS, CSU_OPERATOR, CSU_OPERATOR_TOKEN, Listeners, MetzKit};
 
 /// How long each process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,12 +35,14 @@ impl Ports {
                 rtsp: at(8555),
                 quic: at(4433),
                 management: at(9465),
+                http: at(8444),
                 rtsp_udp_first: 30200,
             },
             csu: Listeners {
                 rtsp: at(8554),
                 quic: at(4434),
                 management: at(9464),
+                http: at(8443),
                 rtsp_udp_first: 30000,
             },
         }
@@ -54,6 +56,7 @@ impl Ports {
             rtsp: any,
             quic: any,
             management: any,
+            http: any,
             rtsp_udp_first,
         };
         Ports {
@@ -149,6 +152,7 @@ pub(super) async fn demo(
         let mut listeners = BTreeMap::new();
         listeners.insert("rtsp", listener(&csu, "rtsp")?);
         listeners.insert("management", listener(&csu, "management")?);
+        listeners.insert("http", listener(&csu, "http")?);
         listeners.insert("quic", listener(&sncf, "quic")?);
         listeners.insert("sncf_rtsp", listener(&sncf, "rtsp")?);
         listeners.insert("sncf_management", listener(&sncf, "management")?);
@@ -250,7 +254,14 @@ fn print_guide(
     println!("passerelle demo: SNCF -> CSU of the Metz topology on loopback");
     println!("files and logs: {}", dir.display());
     println!();
-    println!("At the CSU, as the operator {user} (password {password}), open in VLC or ffplay:");
+    println!("At the CSU, as the operator {user}, open in a browser (the status page; the token");
+    println!("after # stays in the browser, it is never sent in a URL):");
+    println!(
+        "  http://{}/#token={CSU_OPERATOR_TOKEN}",
+        listener(csu, "http")?
+    );
+    println!();
+    println!("or in VLC or ffplay (password {password}):");
     let cameras = sncf_cameras();
     let (refused, granted): (Vec<_>, Vec<_>) = cameras
         .iter()

@@ -43,7 +43,8 @@ use crate::link::{CatalogProvider, Importer, LinkHandle, ViewDecision, ViewEnd, 
 use crate::policy::{
     self, AgentKind, Decision, Grant, LastRefusal, Mode, VerifiedPolicy, ViewingSession,
 };
-use crate::rtsp::{CameraDirectory, Mount, ViewRefusal, Viewer};
+use crate::status::{CameraSource, CameraView, LinkView, PolicyView};
+use crate::viewing::{CameraDirectory, Mount, ViewRefusal, Viewer};
 
 /// A camera of this site, pulled by ingest.
 pub(super) struct LocalCamera {
@@ -281,6 +282,10 @@ impl Gateway {
         }
     }
 
+    pub fn site(&self) -> &SiteId {
+        &self.site
+    }
+
     pub fn journal(&self) -> Option<&Journal> {
         self.register.journal.as_ref()
     }
@@ -382,6 +387,149 @@ impl Gateway {
             "links": links,
             "journal": journal,
         })
+    }
+
+    /// The policy in force for the status API: state, validity, signers and the last
+    /// refusal since it was admitted.
+    pub fn policy_view(&self) -> PolicyView {
+        let verified = self.policy();
+        let problem = self
+            .policy_refusal
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(|refusal| format!("{} at {}: {}", refusal.reason, refusal.at, refusal.message));
+        let Some(verified) = verified else {
+            return PolicyView {
+                state: "none",
+                serial: None,
+                valid_from: None,
+                valid_until: None,
+                signers: Vec::new(),
+                problem,
+            };
+        };
+        let policy = &verified.policy;
+        PolicyView {
+            state: match policy::policy_status(policy, &self.site, jiff::Timestamp::now()) {
+                Ok(()) => "valid",
+                Err(reason) => reason.as_str(),
+            },
+            serial: Some(policy.serial),
+            valid_from: Some(policy.valid_from.to_string()),
+            valid_until: Some(policy.valid_until.to_string()),
+            signers: verified.signers().iter().map(ToString::to_string).collect(),
+            problem,
+        }
+    }
+
+    /// Every camera this site can show, for the status API: its own, then those the
+    /// partners' catalogs list and we import, in id order.
+    pub fn camera_views(&self) -> Vec<CameraView> {
+        let partners: Vec<SiteId> = self
+            .link
+            .get()
+            .map(LinkHandle::status)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|status| status.partner)
+            .collect();
+        let shared_with = |camera: &CameraId| -> Vec<String> {
+            partners
+                .iter()
+                .filter(|partner| self.decide(partner, camera, None).is_ok())
+                .map(ToString::to_string)
+                .collect()
+        };
+        let codec = |channel: Option<&Channel>| {
+            channel
+                .and_then(Channel::info)
+                .map(|info| codec_name(info.codec))
+        };
+        let mut views: Vec<CameraView> = self
+            .local
+            .iter()
+            .map(|(id, local)| CameraView {
+                id: id.to_string(),
+                source: CameraSource::Local,
+                site: self.site.to_string(),
+                codec: codec(Some(&local.channel)),
+                state: local.status.borrow().state.as_str(),
+                viewers: local.channel.subscriber_count(),
+                shared_with: shared_with(id),
+                on_request: false,
+            })
+            .collect();
+        let connected: HashMap<SiteId, bool> = self
+            .link
+            .get()
+            .map(LinkHandle::status)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|status| (status.partner, status.connected))
+            .collect();
+        let catalogs = lock(&self.catalogs).clone();
+        let imported = lock(&self.imported).clone();
+        for (partner, cameras) in &catalogs {
+            let Some(rule) = self.imports.get(partner) else {
+                continue;
+            };
+            let up = connected.get(partner).copied().unwrap_or(false);
+            for camera in cameras {
+                if !rule.patterns.iter().any(|p| p.matches(&camera.id)) {
+                    continue;
+                }
+                let Ok(ours) = camera.id.with_prefix(&rule.prefix) else {
+                    continue;
+                };
+                let channel = imported.get(&ours);
+                let viewers = channel.map_or(0, Channel::subscriber_count);
+                let state = match (up, camera.up, viewers) {
+                    (false, _, _) => "unavailable",
+                    (true, false, _) => "failed",
+                    (true, true, 0) => "idle",
+                    (true, true, _) => "playing",
+                };
+                views.push(CameraView {
+                    id: ours.to_string(),
+                    source: CameraSource::Partner,
+                    site: partner.to_string(),
+                    codec: camera.codec.map(codec_name),
+                    state,
+                    viewers,
+                    shared_with: shared_with(&ours),
+                    on_request: camera.restrictions.on_request,
+                });
+            }
+        }
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        views
+    }
+
+    /// Every configured partner link, for the status API.
+    pub fn link_views(&self) -> Vec<LinkView> {
+        let mut views: Vec<LinkView> = self
+            .link
+            .get()
+            .map(LinkHandle::status)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|status| LinkView {
+                peer: status.partner.to_string(),
+                state: if status.connected { "up" } else { "down" },
+                since: status.since.map(|since| since.to_string()),
+                rtt_ms: status.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
+                streams: status.streams,
+                remote: status.remote.map(|remote| remote.to_string()),
+                direction: status.direction.map(|direction| match direction {
+                    crate::tls::Direction::Inbound => "accepted",
+                    crate::tls::Direction::Outbound => "dialled",
+                }),
+                peer_cameras: status.peer_catalog_len,
+            })
+            .collect();
+        views.sort_by(|a, b| a.peer.cmp(&b.peer));
+        views
     }
 
     /// Attaches the interventions of the `[http]` listener: an agent's open intervention
@@ -995,6 +1143,14 @@ impl Importer for Gateway {
         if changed && let Some(link) = self.link.get() {
             link.policy_changed();
         }
+    }
+}
+
+/// The codec as the status API names it.
+fn codec_name(codec: crate::media::Codec) -> &'static str {
+    match codec {
+        crate::media::Codec::H264 => "h264",
+        crate::media::Codec::H265 => "h265",
     }
 }
 

@@ -24,14 +24,17 @@ use crate::journal::{
 };
 use crate::link::{CatalogProvider, DialTarget, Importer, LinkHandle, LinkSettings, PartnerLink};
 use crate::management::{ManagementServer, Readiness};
+use crate::notify::Notifier;
 use crate::policy::{AgentKind, LastRefusal, PolicyRefusal, PolicyStore, SigningKey};
 use crate::rtsp::{RtspServer, RtspSettings, RtspUser, Secret};
 use crate::tls::{LinkTls, PartnerTrust, TlsSettings};
+use crate::webrtc::WhepService;
 
 use gateway::Gateway;
 
 mod demo_cmd;
 mod gateway;
+mod status;
 mod tools;
 
 /// Exit status for a bad configuration (sysexits `EX_USAGE`), fixed by the CLI contract.
@@ -222,15 +225,29 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     .with_context(|| format!("binding rtsp.listen {}", config.rtsp.listen))?;
     listeners.insert("rtsp", rtsp.local_addr()?);
     let rtsp_task = tokio::spawn(rtsp.run(wait_for(shutdown_rx.clone())));
-    let http = start_http(&config, journal.as_ref(), &shutdown_rx).await?;
+    let site_status = Arc::new(status::AppStatus::new(
+        Arc::clone(&gateway),
+        config.webrtc.max_sessions,
+    ));
+    let http = start_http(
+        &config,
+        journal.as_ref(),
+        &shutdown_rx,
+        &site_status,
+        &gateway,
+    )
+    .await?;
     let mut http_reload = None;
     let mut http_task = None;
+    let mut whep = None;
     if let Some(Http {
         server,
         users,
         interventions,
+        whep: service,
     }) = http
     {
+        whep = Some(service);
         listeners.insert("http", server.local_addr());
         http_reload = Some(HttpReload {
             tls: server.tls(),
@@ -240,18 +257,26 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         http_task = Some(tokio::spawn(server.serve(wait_for(shutdown_rx.clone()))));
     }
 
+    let notifier = Notifier::from_env();
+    // Both registered before READY=1: from then on systemd may send SIGHUP or SIGTERM at
+    // any time, and their default actions would end the process on the spot.
+    let hangups = hangup_signal();
+    let stop = shutdown_signal();
     let policy_task = tokio::spawn(watch_policy(
         policy,
         Arc::clone(&gateway),
         Arc::new(config.clone()),
         Arc::new(http_reload),
         shutdown_rx.clone(),
+        hangups,
+        notifier,
     ));
 
     let management = ManagementServer::bind(
         config.management.listen,
         metrics,
         Arc::clone(&state) as Arc<dyn Readiness>,
+        site_status as Arc<dyn crate::status::SiteStatus>,
     )
     .await
     .with_context(|| format!("binding management.listen {}", config.management.listen))?;
@@ -267,9 +292,32 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
             .with_context(|| format!("writing the ready file {}", path.display()))?;
     }
     state.set_ready();
+    notifier.ready();
 
-    shutdown_signal().await;
+    let ended = || {
+        [
+            ("rtsp", rtsp_task.is_finished()),
+            ("policy", policy_task.is_finished()),
+            ("management", management_task.is_finished()),
+            (
+                "http",
+                http_task.as_ref().is_some_and(|task| task.is_finished()),
+            ),
+            (
+                "journal",
+                journal_task.as_ref().is_some_and(|task| task.is_finished()),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(task, ended)| ended.then_some(task))
+    };
+    notifier.watchdog_until(stop, ended).await;
+    notifier.stopping();
     tracing::info!("stopping");
+    // WebRTC sessions end first: their ends are journaled before the process stop.
+    if let Some(whep) = &whep {
+        whep.shutdown().await;
+    }
     if let Some(link) = gateway.link() {
         link.shutdown().await;
     }
@@ -615,15 +663,9 @@ async fn watch_policy(
     config: Arc<Config>,
     http: Arc<Option<HttpReload>>,
     shutdown: watch::Receiver<bool>,
+    mut hangups: Option<tokio::signal::unix::Signal>,
+    notifier: Notifier,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => Some(hangups),
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGHUP: policy reload needs a restart");
-            None
-        }
-    };
     let mut clock = ClockWatch::default();
     clock.check(gateway.journal());
     loop {
@@ -639,6 +681,7 @@ async fn watch_policy(
             _ = wait_for(shutdown.clone()) => return,
             Some(()) = async { match hangups.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 tracing::info!("SIGHUP: reloading the policy, certificates, keys and CRLs");
+                notifier.reloading();
                 let (loader, gateway, config) =
                     (Arc::clone(&loader), Arc::clone(&gateway), Arc::clone(&config));
                 let http = Arc::clone(&http);
@@ -670,6 +713,7 @@ async fn watch_policy(
                 if let Err(error) = reloaded.await {
                     tracing::error!(%error, "policy reload task failed");
                 }
+                notifier.ready();
             }
             () = tokio::time::sleep(wait) => {
                 gateway.policy_clock_tick();
@@ -684,6 +728,7 @@ struct Http {
     server: HttpServer,
     users: UsersHandle,
     interventions: InterventionStore,
+    whep: WhepService<Gateway>,
 }
 
 /// What SIGHUP reloads for the `[http]` listener: its certificate and the users' tokens.
@@ -712,6 +757,8 @@ async fn start_http(
     config: &Config,
     journal: Option<&Journal>,
     shutdown: &watch::Receiver<bool>,
+    site_status: &Arc<status::AppStatus>,
+    gateway: &Arc<Gateway>,
 ) -> anyhow::Result<Option<Http>> {
     let Some(journal) = journal else {
         tracing::warn!("no journal: the interventions API is not served");
@@ -731,14 +778,26 @@ async fn start_http(
         interventions: interventions.clone(),
         journal: journal.clone(),
         clock: Arc::new(SystemClock),
+        status: Arc::clone(site_status) as Arc<dyn crate::status::SiteStatus>,
     };
-    let server = HttpServer::bind(&config.http, api, axum::Router::new())
+    // WebRTC media sockets are bound on the listener's address (loopback in tests).
+    let whep = WhepService::new(
+        Arc::clone(gateway),
+        config.webrtc.clone(),
+        config.http.listen.ip(),
+    );
+    site_status.attach_webrtc({
+        let whep = whep.clone();
+        Box::new(move || whep.session_count())
+    });
+    let server = HttpServer::bind(&config.http, api, whep.routes())
         .await
         .with_context(|| format!("binding http.listen {}", config.http.listen))?;
     Ok(Some(Http {
         server,
         users,
         interventions,
+        whep,
     }))
 }
 
@@ -836,6 +895,7 @@ fn start_link(config: &Config, gateway: &Arc<Gateway>) -> anyhow::Result<Option<
         initial_mtu: quic.initial_mtu,
         max_mtu: quic.max_mtu,
         mtu_discovery: quic.mtu_discovery,
+        dscp_tos: quic.dscp.tos(),
         media_transport: match quic.media_transport {
             crate::config::MediaTransport::Datagram => crate::link::MediaTransport::Datagram,
             crate::config::MediaTransport::Stream => crate::link::MediaTransport::Stream,
@@ -901,6 +961,7 @@ fn rtsp_settings(config: &Config) -> RtspSettings {
         udp_ports: rtsp.udp_ports.first()..=rtsp.udp_ports.last(),
         session_timeout: rtsp.session_timeout,
         describe_timeout: rtsp.describe_timeout,
+        dscp_tos: config.quic.dscp.tos(),
         ..RtspSettings::default()
     }
 }
@@ -1016,23 +1077,39 @@ async fn wait_for(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled, so a signal in between is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                tracing::warn!("cannot install signal handlers; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
-        _ => {
-            tracing::warn!("cannot install signal handlers; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
+}
+
+/// The SIGHUP stream that reloads the policy and certificates; `None` (logged) if the
+/// handler cannot be installed.
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+        .inspect_err(|error| {
+            tracing::warn!(%error, "cannot watch SIGHUP: policy reload needs a restart");
+        })
+        .ok()
 }
 
 /// Writes `{"pid": .., "listeners": {name: addr}}` atomically (temp file, rename), so a

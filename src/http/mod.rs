@@ -1,5 +1,6 @@
-//! The `[http]` listener: the interventions API now; WHEP, the viewer page and the status
-//! page (issue 4) merge their routes into the same server.
+//! The `[http]` listener: the status and interventions API ([`status`], [`api`]), the
+//! status and viewer pages (`pages`), and WHEP, whose routes the composition layer
+//! passes in as `extra` (the `webrtc` adapter).
 //!
 //! Layer 2 (I/O adapter). HTTPS when `[http].tls` is set (the configuration turns it on
 //! unless the listener is on loopback), plain HTTP otherwise. Users authenticate with
@@ -29,6 +30,8 @@
 pub mod api;
 pub mod auth;
 mod cors;
+mod pages;
+pub mod status;
 pub mod tls;
 
 use std::future::Future;
@@ -62,6 +65,8 @@ pub struct HttpApi {
     pub journal: Journal,
     /// Where handlers read the time ([`crate::journal::SystemClock`] in the gateway).
     pub clock: Arc<dyn Clock>,
+    /// The site's cameras, links and policy, for `/api/v1/{site,cameras,links}`.
+    pub status: Arc<dyn crate::status::SiteStatus>,
 }
 
 /// Why the HTTP server could not start, or its certificate or users could not be loaded.
@@ -241,6 +246,8 @@ pub fn router(api: HttpApi, cors_origins: &[String], extra: Router) -> Router {
         clock: api.clock,
     };
     api::router(state)
+        .merge(status::router(api.status))
+        .merge(pages::router())
         .merge(extra)
         .layer(middleware::from_fn_with_state(auth, auth::authenticate))
         .layer(middleware::from_fn_with_state(

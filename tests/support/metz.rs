@@ -18,6 +18,7 @@ pub fn loopback_listeners() -> Listeners {
         rtsp: any,
         quic: any,
         management: any,
+        http: any,
         // A random range per gateway, so parallel tests rarely meet; the server skips
         // ports that are taken anyway.
         rtsp_udp_first: 33_000 + (rand::random::<u16>() % 250) * 100,

@@ -30,6 +30,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod metz;
 pub mod watch;
 

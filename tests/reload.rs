@@ -168,3 +168,88 @@ fn sighup_with_a_renewed_certificate_keeps_the_stream_and_new_links_see_the_new_
     let now = viewer.count();
     viewer.wait_for(now + 25, Duration::from_secs(10));
 }
+
+/// A user added to the file while the CSU runs: refused before SIGHUP, plays over RTSP
+/// and reads the API after it; a change SIGHUP cannot apply is named in the log.
+#[test]
+fn sighup_adds_a_user_and_names_the_sections_that_need_a_restart() {
+    let chain = support::metz::Chain::start(&[]);
+    let url = format!(
+        "rtsp://nouveau:mot-de-passe@{}/{CAMERA}",
+        chain.csu.addr("rtsp")
+    );
+    let refused =
+        support::ffprobe_count_frames(&url, support::Transport::Tcp, Duration::from_secs(20))
+            .expect_err("an unknown user is refused");
+    assert!(refused.contains("401"), "{refused}");
+
+    let dir = chain.csu.dir();
+    std::fs::write(dir.join("secrets/nouveau.password"), "mot-de-passe").unwrap();
+    std::fs::write(
+        dir.join("secrets/nouveau.token"),
+        "nouveau-token-0123456789abcdef",
+    )
+    .unwrap();
+    let config = dir.join("passerelle.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("[rtsp]\n", "[rtsp]\nsession_timeout = \"45s\"\n")
+        + "\n[[user]]\nname = \"nouveau\"\nkind = \"agent\"\npassword_file = \"secrets/nouveau.password\"\ntoken_file = \"secrets/nouveau.token\"\ncameras = [\"sncf/**\"]\n";
+    std::fs::write(&config, text).unwrap();
+    chain.csu.signal("HUP");
+    wait_for_log_line(&chain.csu, "CSU", |line| {
+        line.contains("RTSP users reloaded")
+    });
+    let warned = wait_for_log_line(&chain.csu, "CSU", |line| {
+        line.contains("only a restart applies it")
+    });
+    assert!(warned.contains("rtsp"), "{warned}");
+
+    let report =
+        support::ffprobe_count_frames(&url, support::Transport::Tcp, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("the new user plays after SIGHUP: {e}"));
+    assert!(report.frames >= 50, "{report:?}");
+    let api = support::http_request(
+        chain.csu.addr("http"),
+        "GET",
+        "/api/v1/site",
+        &[("Authorization", "Bearer nouveau-token-0123456789abcdef")],
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(api.status, 200, "{}", api.body);
+}
+
+/// `/readyz` is about this box: with an expired policy nothing crosses, yet the gateway
+/// stays ready (its own site's viewers still watch), and the body says why.
+#[test]
+fn readyz_stays_ready_with_an_expired_policy_and_says_so() {
+    let expired = passerelle::demo::sncf_policy()
+        .replace(
+            "valid_from = 2026-01-01T00:00:00Z",
+            "valid_from = 2025-01-01T00:00:00Z",
+        )
+        .replace(
+            "valid_until = 2099-12-31T23:59:59Z",
+            "valid_until = 2025-12-31T23:59:59Z",
+        );
+    assert!(expired.contains("valid_until = 2025-12-31"), "{expired}");
+    let kit = MetzKit::new().expect("kit");
+    let camsim = Gateway::camsim(&[]);
+    let mut sncf_files = kit
+        .sncf(loopback_listeners(), camsim.addr("rtsp"))
+        .expect("sncf");
+    kit.replace_policy(&mut sncf_files, &expired, true)
+        .expect("policy");
+    let sncf = start_site(&sncf_files, &[]);
+    let ready =
+        http_get(sncf.addr("management"), "/readyz", Duration::from_secs(5)).expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let body: Value = serde_json::from_str(&ready.body).expect("json");
+    assert_eq!(body["ready"], true, "{body}");
+    assert_eq!(body["details"]["policy"]["state"], "expired", "{body}");
+    assert_eq!(
+        body["details"]["policy"]["valid_until"],
+        "2025-12-31T23:59:59Z"
+    );
+}

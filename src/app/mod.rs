@@ -224,6 +224,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     .await
     .with_context(|| format!("binding rtsp.listen {}", config.rtsp.listen))?;
     listeners.insert("rtsp", rtsp.local_addr()?);
+    let rtsp_users = rtsp.users();
     let rtsp_task = tokio::spawn(rtsp.run(wait_for(shutdown_rx.clone())));
     let site_status = Arc::new(status::AppStatus::new(
         Arc::clone(&gateway),
@@ -266,7 +267,10 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         policy,
         Arc::clone(&gateway),
         Arc::new(config.clone()),
-        Arc::new(http_reload),
+        Arc::new(UsersReload {
+            http: http_reload,
+            rtsp: rtsp_users,
+        }),
         shutdown_rx.clone(),
         hangups,
         notifier,
@@ -661,7 +665,7 @@ async fn watch_policy(
     loader: Arc<PolicyLoader>,
     gateway: Arc<Gateway>,
     config: Arc<Config>,
-    http: Arc<Option<HttpReload>>,
+    users: Arc<UsersReload>,
     shutdown: watch::Receiver<bool>,
     mut hangups: Option<tokio::signal::unix::Signal>,
     notifier: Notifier,
@@ -684,18 +688,19 @@ async fn watch_policy(
                 notifier.reloading();
                 let (loader, gateway, config) =
                     (Arc::clone(&loader), Arc::clone(&gateway), Arc::clone(&config));
-                let http = Arc::clone(&http);
+                let users = Arc::clone(&users);
                 let reloaded = tokio::task::spawn_blocking(move || {
                     loader.reload(&gateway);
-                    // The partners' identities come from the file as it is now: a
-                    // partner removed from it is disconnected. Other changes to the
-                    // file need a restart.
+                    // The file as it is now gives the partners' identities (a partner
+                    // removed from it is disconnected), the certificates and the users;
+                    // other changes need a restart, and the log names them.
                     let fresh = match Config::load(&config.path, std::env::vars_os()) {
                         Ok(fresh) => {
-                            if fresh.sha256 != config.sha256 {
+                            let sections = needs_restart(&config, &fresh);
+                            if !sections.is_empty() {
                                 tracing::warn!(
-                                    "the configuration changed: partners' identities are \
-                                     reloaded now; other changes apply at the next restart"
+                                    sections = sections.join(", "),
+                                    "the configuration changed where only a restart applies it"
                                 );
                             }
                             Some(fresh)
@@ -705,10 +710,9 @@ async fn watch_policy(
                             None
                         }
                     };
-                    reload_link_tls(fresh.as_ref().unwrap_or(&config), &gateway);
-                    if let Some(http) = http.as_ref() {
-                        http.reload(&config);
-                    }
+                    let current = fresh.as_ref().unwrap_or(&config);
+                    reload_link_tls(current, &gateway);
+                    users.reload(current);
                 });
                 if let Err(error) = reloaded.await {
                     tracing::error!(%error, "policy reload task failed");
@@ -749,6 +753,66 @@ impl HttpReload {
             Err(error) => tracing::error!(%error, "token reload refused; the current tokens stay"),
         }
     }
+}
+
+/// The users SIGHUP reloads: `[[user]]` tokens on `[http]`, secrets on `[rtsp]`.
+struct UsersReload {
+    http: Option<HttpReload>,
+    rtsp: crate::rtsp::RtspUsersHandle,
+}
+
+impl UsersReload {
+    fn reload(&self, config: &Config) {
+        if let Some(http) = &self.http {
+            http.reload(config);
+        }
+        match rtsp_users(config) {
+            Ok(users) => {
+                tracing::info!(users = users.len(), "RTSP users reloaded");
+                self.rtsp.replace(users);
+            }
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "RTSP users not reloaded; the current ones stay");
+            }
+        }
+    }
+}
+
+/// The sections of `fresh` that differ from the running `config` and that only a
+/// restart applies (SIGHUP applies the certificates, the partners' identities and the
+/// users).
+fn needs_restart(config: &Config, fresh: &Config) -> Vec<&'static str> {
+    // A partner removed is applied (disconnected); one added, or one whose addresses,
+    // prefix or imports changed, is not.
+    let partners_changed = fresh.partners.iter().any(|new| {
+        config
+            .partners
+            .iter()
+            .find(|old| old.id == new.id)
+            .is_none_or(|old| {
+                (&old.addresses, &old.prefix, &old.import)
+                    != (&new.addresses, &new.prefix, &new.import)
+            })
+    });
+    [
+        ("site", config.site != fresh.site),
+        ("quic", config.quic != fresh.quic),
+        ("camera", config.cameras != fresh.cameras),
+        (
+            "partner (added, or addresses, prefix, import)",
+            partners_changed,
+        ),
+        ("policy", config.policy != fresh.policy),
+        ("rtsp", config.rtsp != fresh.rtsp),
+        ("http", config.http != fresh.http),
+        ("webrtc", config.webrtc != fresh.webrtc),
+        ("management", config.management != fresh.management),
+        ("audit", config.audit != fresh.audit),
+        ("channel", config.channel != fresh.channel),
+    ]
+    .into_iter()
+    .filter_map(|(section, changed)| changed.then_some(section))
+    .collect()
 }
 
 /// Binds the `[http]` listener with the interventions API. Interventions are journaled,

@@ -85,7 +85,9 @@ impl AuthError {
 /// Pure: the caller passes `now` to [`Authenticator::check`] and
 /// [`Authenticator::challenges`].
 pub struct Authenticator {
-    users: HashMap<String, Entry>,
+    /// Replaced whole at SIGHUP ([`Authenticator::replace_users`]); sessions already
+    /// authorised keep their user.
+    users: std::sync::RwLock<Arc<HashMap<String, Entry>>>,
     allow_basic: bool,
     key: [u8; 32],
     epoch: Instant,
@@ -100,17 +102,53 @@ struct Entry {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("users", &self.users().keys().collect::<Vec<_>>())
             .field("allow_basic", &self.allow_basic)
             .finish_non_exhaustive()
     }
+}
+
+/// Each user by name, with its HA1.
+fn entries(users: impl IntoIterator<Item = RtspUser>) -> HashMap<String, Entry> {
+    users
+        .into_iter()
+        .map(|user| {
+            let ha1 = match &user.secret {
+                Secret::Password(p) => digest_ha1(&user.name, p),
+                Secret::Ha1(h) => h.to_ascii_lowercase(),
+            };
+            (
+                user.name.clone(),
+                Entry {
+                    user: Arc::new(user),
+                    ha1,
+                },
+            )
+        })
+        .collect()
 }
 
 impl Authenticator {
     /// Whether `name` is one of the configured users (a refused name is only reported
     /// as itself when it is: anything else a client sends stays out of the journal).
     pub fn is_known(&self, name: &str) -> bool {
-        self.users.contains_key(name)
+        self.users().contains_key(name)
+    }
+
+    /// Replaces the users (SIGHUP): new requests authenticate against `users`.
+    pub fn replace_users(&self, users: impl IntoIterator<Item = RtspUser>) {
+        let users = Arc::new(entries(users));
+        *self
+            .users
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = users;
+    }
+
+    fn users(&self) -> Arc<HashMap<String, Entry>> {
+        self.users
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// An authenticator for `users`, with a random nonce key. `epoch` is any instant not
@@ -129,22 +167,7 @@ impl Authenticator {
         epoch: Instant,
         key: [u8; 32],
     ) -> Self {
-        let users = users
-            .into_iter()
-            .map(|user| {
-                let ha1 = match &user.secret {
-                    Secret::Password(p) => digest_ha1(&user.name, p),
-                    Secret::Ha1(h) => h.to_ascii_lowercase(),
-                };
-                (
-                    user.name.clone(),
-                    Entry {
-                        user: Arc::new(user),
-                        ha1,
-                    },
-                )
-            })
-            .collect();
+        let users = std::sync::RwLock::new(Arc::new(entries(users)));
         Authenticator {
             users,
             allow_basic,
@@ -252,7 +275,7 @@ impl Authenticator {
         let bad = || AuthError::BadCredentials {
             user: name.chars().take(64).collect(),
         };
-        match self.users.get(name) {
+        match self.users().get(name) {
             Some(entry) if ok(&entry.ha1) => Ok(entry.user.clone()),
             Some(_) => Err(bad()),
             None => {

@@ -55,7 +55,7 @@ use std::time::Duration;
 use crate::ids::{CameraId, CameraPattern};
 use crate::policy::AgentKind;
 
-pub use server::{RtspServer, RtspServerError};
+pub use server::{RtspServer, RtspServerError, RtspUsersHandle};
 
 pub use crate::viewing::{CameraDirectory, Mount, ViewRefusal, Viewer};
 

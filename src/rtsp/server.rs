@@ -82,6 +82,18 @@ impl<D: CameraDirectory> std::fmt::Debug for RtspServer<D> {
     }
 }
 
+/// Replaces the RTSP server's users (SIGHUP): new requests authenticate against the new
+/// list; sessions already playing keep going.
+#[derive(Debug, Clone)]
+pub struct RtspUsersHandle(Arc<Authenticator>);
+
+impl RtspUsersHandle {
+    /// Replaces the users.
+    pub fn replace(&self, users: Vec<RtspUser>) {
+        self.0.replace_users(users);
+    }
+}
+
 struct Shared<D> {
     settings: RtspSettings,
     auth: Arc<Authenticator>,
@@ -126,6 +138,11 @@ impl<D: CameraDirectory> RtspServer<D> {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// A handle replacing the users at SIGHUP, while the server runs.
+    pub fn users(&self) -> RtspUsersHandle {
+        RtspUsersHandle(Arc::clone(&self.shared.auth))
     }
 
     /// Serves until `shutdown` resolves, then closes every connection (dropping their

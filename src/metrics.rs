@@ -115,6 +115,10 @@ fn describe() {
         "Packets received on a link and dropped (unknown_flow, malformed, backlog)."
     );
     describe_gauge!(
+        "passerelle_policy_in_force",
+        "1 while a policy for this site is within its validity; 0 (nothing crosses) otherwise."
+    );
+    describe_gauge!(
         "passerelle_policy_serial",
         "Serial of the signed policy in force; absent while none is."
     );

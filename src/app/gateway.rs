@@ -303,9 +303,20 @@ impl Gateway {
     pub fn apply_policy(&self, policy: Arc<VerifiedPolicy>) {
         *write(&self.policy) = Some(policy);
         *write(&self.policy_refusal) = None;
+        self.export_policy_state();
         if let Some(link) = self.link.get() {
             link.policy_changed();
         }
+    }
+
+    /// `passerelle_policy_in_force`: 1 while a policy for this site is within its
+    /// validity, 0 otherwise (none admitted, expired, not yet valid): what alerts watch,
+    /// since nothing crosses at 0.
+    fn export_policy_state(&self) {
+        let in_force = self.policy().is_some_and(|verified| {
+            policy::policy_status(&verified.policy, &self.site, jiff::Timestamp::now()).is_ok()
+        });
+        metrics::gauge!("passerelle_policy_in_force").set(if in_force { 1.0 } else { 0.0 });
     }
 
     /// Records a refused policy: the one in force (or none) stays.
@@ -315,6 +326,7 @@ impl Gateway {
 
     /// Re-evaluates everything against the policy in force (hours windows, validity).
     pub fn policy_clock_tick(&self) {
+        self.export_policy_state();
         if let Some(link) = self.link.get() {
             link.policy_changed();
         }

@@ -184,6 +184,8 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         let (policy, gateway) = (Arc::clone(&policy), Arc::clone(&gateway));
         tokio::task::spawn_blocking(move || policy.reload(&gateway)).await?;
     }
+    // Exports whether a policy is in force, also when none could be admitted.
+    gateway.policy_clock_tick();
     let _ = state.gateway.set(Arc::clone(&gateway));
     // Measured bitrates, for the grants' `max_bitrate_kbps` at admission.
     let sampler = {

@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use passerelle::demo::{CSU_OPERATOR_TOKEN, MetzKit, SNCF, sncf_policy};
+use passerelle::demo::{CSU_OPERATOR_TOKEN, MetzKit, SNCF};
 use serde_json::Value;
 use support::browser::{Browser, Page, failure_screenshot_path};
 use support::metz::{Chain, loopback_listeners, start_site};
@@ -425,15 +425,7 @@ fn the_viewer_shows_why_a_camera_cannot_play_and_plays_nothing() {
 /// once the operator opens one naming the camera, "Play again" plays it.
 #[test]
 fn an_on_request_camera_plays_once_an_intervention_names_it() {
-    let chain = Chain::start_with(
-        &[],
-        |kit, sncf| {
-            let on_request = sncf_policy().replacen("mode = \"live\"", "mode = \"on_request\"", 1);
-            assert_ne!(on_request, sncf_policy());
-            kit.replace_policy(sncf, &on_request, true).expect("policy");
-        },
-        |_| {},
-    );
+    let chain = Chain::start_with(&[], support::metz::sncf_on_request, |_| {});
     let camera = format!("sncf/{CAMERA}");
     let browser = Browser::launch();
     let mut page = browser.open(&page_url(
@@ -610,16 +602,7 @@ fn the_status_page_lists_cameras_plays_visible_tiles_and_shows_links_and_policy(
 #[test]
 fn the_url_printed_by_the_demo_shows_the_cameras_playing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let files = dir.path().join("demo");
-    let demo = Gateway::builder("", &[])
-        .subcommand(&[
-            "demo",
-            "--ephemeral-ports",
-            "--dir",
-            files.to_str().expect("utf-8"),
-        ])
-        .ready_timeout(Duration::from_secs(60))
-        .start();
+    let demo = support::start_demo(&dir.path().join("demo"));
     let printed = demo.stdout_log();
     let url = printed
         .split_whitespace()

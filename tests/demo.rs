@@ -5,21 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Gateway, Transport, ffprobe_count_frames};
+use support::{Transport, ffprobe_count_frames};
 
 #[test]
 fn the_demo_chain_plays_granted_cameras_and_refuses_the_control_room() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let files = dir.path().join("demo");
-    let demo = Gateway::builder("", &[])
-        .subcommand(&[
-            "demo",
-            "--ephemeral-ports",
-            "--dir",
-            files.to_str().expect("utf-8"),
-        ])
-        .ready_timeout(Duration::from_secs(60))
-        .start();
+    let demo = support::start_demo(&dir.path().join("demo"));
     let url = |camera: &str| format!("rtsp://operateur:demo@{}/{camera}", demo.addr("rtsp"));
 
     let printed = demo.stdout_log();

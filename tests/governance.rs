@@ -302,22 +302,14 @@ fn without_a_writable_journal_no_viewing_session_starts_and_readyz_says_so() {
 
 #[test]
 fn an_on_request_camera_needs_an_agents_open_intervention_whose_reason_reaches_the_camera_site() {
-    let chain = Chain::start_with(
-        &[],
-        |kit, sncf| {
-            // DESIGN.md's first SNCF grant: Metz Ville and Metz Nord on request.
-            let on_request = sncf_policy().replacen("mode = \"live\"", "mode = \"on_request\"", 1);
-            kit.replace_policy(sncf, &on_request, true).expect("policy");
-        },
-        |csu| {
-            // The CSU's VMS pulls with a service account.
-            csu.files
-                .push(("secrets/vms.password".into(), b"vms-secret\n".to_vec()));
-            csu.config.push_str(
+    let chain = Chain::start_with(&[], support::metz::sncf_on_request, |csu| {
+        // The CSU's VMS pulls with a service account.
+        csu.files
+            .push(("secrets/vms.password".into(), b"vms-secret\n".to_vec()));
+        csu.config.push_str(
                 "\n[[user]]\nname = \"vms-csu\"\nkind = \"service\"\npassword_file = \"secrets/vms.password\"\ncameras = [\"**\"]\n",
             );
-        },
-    );
+    });
     let Chain { sncf, csu, .. } = chain;
     let rtsp = csu.addr("rtsp");
     let operator = |camera: &str| {

@@ -716,53 +716,9 @@ fn http_responses_parse_with_length_chunked_or_close() {
 // ---------------------------------------------------------------------------------------
 // The real binary
 
-/// A minimal configuration: every listener on 127.0.0.1:0, every path relative to the
-/// config file (in the gateway's temp dir). The files it names exist; until a component
-/// parses them they hold placeholders (give them real content, e.g. from `passerelle pki`,
-/// when the binary starts reading them).
-const MINIMAL_CONFIG: &str = r#"
-[site]
-id = "csu.metz.example"
-state_dir = "state"
-
-[tls]
-cert = "tls/site.crt"
-key = "tls/site.key"
-ca = "tls/ca.crt"
-
-[quic]
-listen = "127.0.0.1:0"
-
-[rtsp]
-listen = "127.0.0.1:0"
-
-[http]
-listen = "127.0.0.1:0"
-
-[management]
-listen = "127.0.0.1:0"
-
-[policy]
-file = "policy/policy.toml"
-trusted_keys = ["keys/policy.pub"]
-
-[audit]
-dir = "audit"
-retention_days = 183
-journal_key = "keys/journal.key"
-"#;
-
-const MINIMAL_FILES: &[(&str, &[u8])] = &[
-    ("tls/site.crt", b"placeholder\n"),
-    ("tls/site.key", b"placeholder\n"),
-    ("tls/ca.crt", b"placeholder\n"),
-    ("keys/policy.pub", b"placeholder\n"),
-    ("keys/journal.key", b"placeholder\n"),
-];
-
 #[test]
 fn real_gateway_reports_its_listeners_serves_health_and_stops_on_sigterm() {
-    let mut gw = Gateway::start(MINIMAL_CONFIG, MINIMAL_FILES);
+    let mut gw = Gateway::start(support::MINIMAL_CONFIG, support::MINIMAL_FILES);
     // Every listener the binary reports is bound on the loopback address it was given.
     assert!(!gw.ready().listeners.is_empty());
     for (name, addr) in &gw.ready().listeners {
@@ -784,11 +740,12 @@ fn real_gateway_reports_its_listeners_serves_health_and_stops_on_sigterm() {
 
 #[test]
 fn real_gateway_with_a_bad_config_exits_64_naming_every_bad_key() {
-    let config = MINIMAL_CONFIG
+    let config = support::MINIMAL_CONFIG
         .replace("retention_days = 183", "retention_days = \"six months\"")
         .replace("[management]", "[management]\nlisen = \"127.0.0.1:0\"");
     let started = Instant::now();
-    let Err(StartError::Exited { status, stderr }) = Gateway::try_start(&config, MINIMAL_FILES)
+    let Err(StartError::Exited { status, stderr }) =
+        Gateway::try_start(&config, support::MINIMAL_FILES)
     else {
         panic!("a bad configuration must make `run` exit before it is ready");
     };

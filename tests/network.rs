@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use passerelle::demo::{CSU_OPERATOR, CSU_OPERATOR_TOKEN, Listeners, MetzKit};
+use passerelle::demo::{CSU_OPERATOR, CSU_OPERATOR_TOKEN, MetzKit};
 use serde_json::Value;
 use support::metz::{metric, metrics, start_site, wait_for_log_line};
 use support::{Gateway, Transport, ffprobe_count_frames, http_request};
@@ -241,18 +241,6 @@ fn assert_all_af41(what: &str, counts: &[(i64, u64)]) -> Vec<(i64, u64)> {
     counts.iter().map(|(tos, n)| (tos & 0b11, *n)).collect()
 }
 
-/// Every listener on `host`, ports chosen by the system.
-fn listeners(host: IpAddr) -> Listeners {
-    let any = SocketAddr::new(host, 0);
-    Listeners {
-        rtsp: any,
-        quic: any,
-        management: any,
-        http: any,
-        rtsp_udp_first: 33_000 + (rand::random::<u16>() % 250) * 100,
-    }
-}
-
 /// The camera simulator on `host`.
 fn camsim_on(host: IpAddr) -> Gateway {
     let listen = SocketAddr::new(host, 0).to_string();
@@ -273,11 +261,13 @@ fn chain_on(host: IpAddr) -> Chain {
     let kit = MetzKit::new().expect("kit");
     let camsim = camsim_on(host);
     let sncf_files = kit
-        .sncf(listeners(host), camsim.addr("rtsp"))
+        .sncf(support::metz::listeners_on(host), camsim.addr("rtsp"))
         .expect("sncf");
     let sncf = start_site(&sncf_files, &[]);
     let (relay, front) = TosProbe::relay(host, sncf.addr("quic"));
-    let csu_files = kit.csu(listeners(host), front).expect("csu");
+    let csu_files = kit
+        .csu(support::metz::listeners_on(host), front)
+        .expect("csu");
     let csu = start_site(&csu_files, &[]);
     wait_for_log_line(&csu, "CSU", |l| {
         l.contains("partner catalog received") && !l.contains("cameras=0")

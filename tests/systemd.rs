@@ -177,48 +177,6 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(20);
 /// `WATCHDOG_USEC` given to the gateway: it should send `WATCHDOG=1` every 150 ms.
 const WATCHDOG_USEC: u64 = 300_000;
 
-/// A configuration on 127.0.0.1:0 whose key and policy files are placeholders: the
-/// journal and the policy are refused, and the gateway still starts (fail closed).
-const CONFIG: &str = r#"
-[site]
-id = "csu.metz.example"
-state_dir = "state"
-
-[tls]
-cert = "tls/site.crt"
-key = "tls/site.key"
-ca = "tls/ca.crt"
-
-[quic]
-listen = "127.0.0.1:0"
-
-[rtsp]
-listen = "127.0.0.1:0"
-
-[http]
-listen = "127.0.0.1:0"
-
-[management]
-listen = "127.0.0.1:0"
-
-[policy]
-file = "policy/policy.toml"
-trusted_keys = ["keys/policy.pub"]
-
-[audit]
-dir = "audit"
-retention_days = 183
-journal_key = "keys/journal.key"
-"#;
-
-const PLACEHOLDERS: &[&str] = &[
-    "tls/site.crt",
-    "tls/site.key",
-    "tls/ca.crt",
-    "keys/policy.pub",
-    "keys/journal.key",
-];
-
 /// The gateway under test, in its own process group, killed with it on drop.
 struct Running {
     child: Child,
@@ -228,12 +186,15 @@ struct Running {
 impl Running {
     fn start(socket: &Path) -> Running {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        fs::write(dir.path().join("passerelle.toml"), CONFIG).expect("writing the config");
-        for file in PLACEHOLDERS {
+        // Placeholder keys and policy: the journal and the policy are refused, and the
+        // gateway still starts (fail closed).
+        fs::write(dir.path().join("passerelle.toml"), support::MINIMAL_CONFIG)
+            .expect("writing the config");
+        for (file, bytes) in support::MINIMAL_FILES {
             let path = dir.path().join(file);
             fs::create_dir_all(path.parent().expect("a relative path has a parent"))
                 .expect("creating a directory");
-            fs::write(path, "placeholder\n").expect("writing a placeholder");
+            fs::write(path, bytes).expect("writing a placeholder");
         }
         let log = |name: &str| fs::File::create(dir.path().join(name)).expect("a log file");
         let mut command = Command::new("setpriv");

@@ -13,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use passerelle::demo::{CSU_OPERATOR_TOKEN, MetzKit, SiteFiles, sncf_policy};
+use passerelle::demo::{CSU_OPERATOR_TOKEN, MetzKit, SiteFiles};
 use passerelle::webrtc::client::{ClientError, ClientOffer, HttpReply, WhepClient, request};
 use support::Gateway;
 use support::metz::{Chain, label, loopback_listeners, metric, metrics, start_site};
@@ -255,28 +255,20 @@ fn a_partners_h264_main_and_h265_cameras_play_and_both_journals_record_the_sessi
 
 #[test]
 fn refusals_are_clear_and_an_on_request_camera_plays_once_an_intervention_gives_the_reason() {
-    let chain = Chain::start_with(
-        &[],
-        |kit, sncf| {
-            // DESIGN.md's first SNCF grant: Metz Ville and Metz Nord on request.
-            let on_request = sncf_policy().replacen("mode = \"live\"", "mode = \"on_request\"", 1);
-            kit.replace_policy(sncf, &on_request, true).expect("policy");
-        },
-        |csu| {
-            csu.files.push((
-                "secrets/woippy.token".into(),
-                format!("{WOIPPY_AGENT_TOKEN}\n").into_bytes(),
-            ));
-            csu.files.push((
-                "secrets/vms.token".into(),
-                format!("{VMS_TOKEN}\n").into_bytes(),
-            ));
-            csu.config.push_str(
+    let chain = Chain::start_with(&[], support::metz::sncf_on_request, |csu| {
+        csu.files.push((
+            "secrets/woippy.token".into(),
+            format!("{WOIPPY_AGENT_TOKEN}\n").into_bytes(),
+        ));
+        csu.files.push((
+            "secrets/vms.token".into(),
+            format!("{VMS_TOKEN}\n").into_bytes(),
+        ));
+        csu.config.push_str(
                 "\n[[user]]\nname = \"agent.woippy\"\nkind = \"agent\"\ntoken_file = \"secrets/woippy.token\"\ncameras = [\"sncf/woippy/**\"]\n\
                  \n[[user]]\nname = \"vms-csu\"\nkind = \"service\"\ntoken_file = \"secrets/vms.token\"\ncameras = [\"**\"]\n",
             );
-        },
-    );
+    });
     let csu = &chain.csu;
     let http = csu.addr("http");
     let rt = runtime();

@@ -13,7 +13,12 @@ pub const SHOW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every listener on a loopback port the system chooses.
 pub fn loopback_listeners() -> Listeners {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    listeners_on(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// Every listener on `host`, ports chosen by the system.
+pub fn listeners_on(host: std::net::IpAddr) -> Listeners {
+    let any = SocketAddr::new(host, 0);
     Listeners {
         rtsp: any,
         quic: any,
@@ -23,6 +28,15 @@ pub fn loopback_listeners() -> Listeners {
         // ports that are taken anyway.
         rtsp_udp_first: 33_000 + (rand::random::<u16>() % 250) * 100,
     }
+}
+
+/// An edit for [`Chain::start_with`]: DESIGN.md's first SNCF grant (Metz Ville and Metz
+/// Nord) on request, signed, instead of the demo's `live`.
+pub fn sncf_on_request(kit: &MetzKit, sncf: &mut SiteFiles) {
+    let policy = passerelle::demo::sncf_policy();
+    let on_request = policy.replacen("mode = \"live\"", "mode = \"on_request\"", 1);
+    assert_ne!(on_request, policy, "the SNCF policy has a live grant");
+    kit.replace_policy(sncf, &on_request, true).expect("policy");
 }
 
 /// Starts a site's gateway with `env` (`PASSERELLE__*` overrides) set.

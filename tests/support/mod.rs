@@ -853,6 +853,64 @@ pub fn gst_play(
     }
 }
 
+/// A minimal configuration: every listener on 127.0.0.1:0, every path relative to the
+/// config file (in the gateway's temp dir). The files it names exist; until a component
+/// parses them they hold placeholders (give them real content, e.g. from `passerelle pki`,
+/// when the binary starts reading them).
+pub const MINIMAL_CONFIG: &str = r#"
+[site]
+id = "csu.metz.example"
+state_dir = "state"
+
+[tls]
+cert = "tls/site.crt"
+key = "tls/site.key"
+ca = "tls/ca.crt"
+
+[quic]
+listen = "127.0.0.1:0"
+
+[rtsp]
+listen = "127.0.0.1:0"
+
+[http]
+listen = "127.0.0.1:0"
+
+[management]
+listen = "127.0.0.1:0"
+
+[policy]
+file = "policy/policy.toml"
+trusted_keys = ["keys/policy.pub"]
+
+[audit]
+dir = "audit"
+retention_days = 183
+journal_key = "keys/journal.key"
+"#;
+
+pub const MINIMAL_FILES: &[(&str, &[u8])] = &[
+    ("tls/site.crt", b"placeholder\n"),
+    ("tls/site.key", b"placeholder\n"),
+    ("tls/ca.crt", b"placeholder\n"),
+    ("keys/policy.pub", b"placeholder\n"),
+    ("keys/journal.key", b"placeholder\n"),
+];
+
+/// `passerelle demo --ephemeral-ports` with its files in `dir`, as a new user runs it;
+/// its ready file lists the CSU's listeners (`rtsp`, `http`, `management`).
+pub fn start_demo(dir: &Path) -> Gateway {
+    Gateway::builder("", &[])
+        .subcommand(&[
+            "demo",
+            "--ephemeral-ports",
+            "--dir",
+            dir.to_str().expect("utf-8"),
+        ])
+        .ready_timeout(Duration::from_secs(60))
+        .start()
+}
+
 // ---------------------------------------------------------------------------------------
 // HTTP
 

@@ -183,8 +183,8 @@ pub(crate) const SECTIONS: &[Section] = &[
         repeated: false,
         keys: &[
             text("listen", "0.0.0.0:4433"),
-            duration("keep_alive", "10s"),
-            duration("idle_timeout", "30s"),
+            duration("keep_alive", "2s"),
+            duration("idle_timeout", "8s"),
             integer("initial_mtu", 1200),
             integer("max_mtu", 1452),
             boolean("mtu_discovery", true),

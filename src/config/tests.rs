@@ -90,8 +90,8 @@ fn minimal_config_gets_every_default() {
         config.quic.listen,
         "0.0.0.0:4433".parse::<SocketAddr>().unwrap()
     );
-    assert_eq!(config.quic.keep_alive, Duration::from_secs(10));
-    assert_eq!(config.quic.idle_timeout, Duration::from_secs(30));
+    assert_eq!(config.quic.keep_alive, Duration::from_secs(2));
+    assert_eq!(config.quic.idle_timeout, Duration::from_secs(8));
     assert_eq!((config.quic.initial_mtu, config.quic.max_mtu), (1200, 1452));
     assert!(config.quic.mtu_discovery);
     assert_eq!(config.quic.dscp.codepoint(), 34);

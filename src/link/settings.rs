@@ -93,8 +93,8 @@ impl LinkSettings {
         LinkSettings {
             site,
             listen,
-            keep_alive: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(8),
             initial_mtu: 1200,
             max_mtu: 1452,
             mtu_discovery: true,

@@ -13,6 +13,8 @@
 //!   commune's or station's;
 //! - the configurations are the topology: who dials whom (both boxes of the CSU pair),
 //!   documentation addresses, secrets under `secrets/`, the keepalived pair;
+//! - deploy/README.md's nftables table of every site passes `nft -c`, and both keepalived
+//!   files pass `keepalived -t`, each in a fresh network namespace (as root: CI runs so);
 //! - the Prometheus rules pass `promtool check` and their unit tests; the Grafana
 //!   dashboard is valid JSON whose queries are valid PromQL; both use only metrics the
 //!   binary describes (src/metrics.rs);
@@ -22,7 +24,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -973,6 +975,197 @@ fn the_keepalived_pair_differs_only_where_it_says() {
         assert!(conf.contains("nopreempt") && conf.contains("state BACKUP"));
         assert!(conf.contains("notify_master \"/usr/bin/systemctl start passerelle.service\""));
         assert!(conf.contains("notify_backup \"/usr/bin/systemctl stop passerelle.service\""));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// nftables and keepalived, checked by the tools themselves
+
+/// The README file holding the sites' nftables tables.
+fn deploy_readme() -> PathBuf {
+    deploy_dir().join("README.md")
+}
+
+/// The file every table goes to on its gateway, named on the table's first line.
+const NFT_FILE: &str = "/etc/nftables.d/passerelle.nft";
+
+/// Panics, naming what is missing, unless this process is root and every `(program,
+/// Debian package)` is on `PATH`. CI runs as root and scripts/test installs the
+/// packages: a missing one is a broken setup, not a reason to skip.
+fn require_root_and(programs: &[(&str, &str)]) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .unwrap_or("unknown");
+    assert_eq!(
+        euid, "0",
+        "this test creates network namespaces and must run as root (CI does); effective uid {euid}"
+    );
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for (program, package) in programs {
+        let found = std::env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+        assert!(
+            found,
+            "`{program}` is not on PATH: install the Debian package {package} (scripts/test does)"
+        );
+    }
+}
+
+/// A fenced block of a Markdown text.
+struct Fenced {
+    /// The info string after the opening fence (`nft`, `sh`, or empty).
+    info: String,
+    /// The line of the opening fence, from 1.
+    line: usize,
+    body: String,
+}
+
+/// Every fenced (```) block of `markdown`, in order.
+fn fenced_blocks(markdown: &str) -> Vec<Fenced> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Fenced> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        let fence = line.trim_start().strip_prefix("```");
+        match (open.take(), fence) {
+            (None, Some(info)) => {
+                open = Some(Fenced {
+                    info: info.trim().to_owned(),
+                    line: i + 1,
+                    body: String::new(),
+                })
+            }
+            (None, None) => {}
+            (Some(block), Some(_)) => blocks.push(block),
+            (Some(mut block), None) => {
+                block.body.push_str(line);
+                block.body.push('\n');
+                open = Some(block);
+            }
+        }
+    }
+    assert!(open.is_none(), "an unclosed fenced block in the README");
+    blocks
+}
+
+/// Whether `ip` lies in `prefix` (`a.b.c.d/len`).
+fn in_prefix(ip: Ipv4Addr, prefix: &str) -> bool {
+    let Some((net, len)) = prefix.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(len)) = (net.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+#[test]
+fn every_sites_nftables_table_passes_nft_check_in_a_fresh_namespace() {
+    require_root_and(&[("nft", "nftables"), ("unshare", "util-linux")]);
+    let readme = std::fs::read_to_string(deploy_readme()).expect("deploy/README.md");
+    let blocks = fenced_blocks(&readme);
+    // Tables are found by their fence tag: none may hide in a block without it.
+    for block in blocks.iter().filter(|b| b.info != "nft") {
+        assert!(
+            !block
+                .body
+                .lines()
+                .any(|l| l.trim_start().starts_with("table ")),
+            "README line {}: an nftables table in a block not tagged ```nft",
+            block.line
+        );
+    }
+    let tables: Vec<&Fenced> = blocks.iter().filter(|b| b.info == "nft").collect();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut covered = BTreeSet::new();
+    for table in tables {
+        let line = table.line;
+        let site_id = table
+            .body
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# "))
+            .and_then(|l| l.strip_suffix(&format!(": {NFT_FILE}")))
+            .unwrap_or_else(|| {
+                panic!("README line {line}: a table must open with `# <site id>: {NFT_FILE}`")
+            });
+        let (site_dir_name, _) = SITES
+            .iter()
+            .find(|(_, id)| *id == site_id)
+            .unwrap_or_else(|| panic!("README line {line}: {site_id} is not a Metz site"));
+        assert!(
+            covered.insert(site_id),
+            "README line {line}: a second table for {site_id}"
+        );
+        // The table is this site's: its LAN rules name the /27 of the site's own
+        // listeners (its configuration's management address).
+        let IpAddr::V4(lan_ip) = load_deployed_config(site_dir_name).management.listen.ip() else {
+            panic!("{site_id}: the management listener is not IPv4");
+        };
+        let words: Vec<&str> = table.body.split_whitespace().collect();
+        assert!(
+            words
+                .windows(3)
+                .any(|w| w[..2] == ["ip", "saddr"] && in_prefix(lan_ip, w[2])),
+            "README line {line}: the {site_id} table opens no LAN rule for {lan_ip}'s network"
+        );
+
+        let file = dir.path().join(format!("{site_dir_name}.nft"));
+        write(&file, table.body.as_bytes());
+        // A fresh network namespace: an empty ruleset and only `lo`, so the check
+        // neither depends on nor touches the host's firewall.
+        let out = run_bounded(
+            "unshare",
+            &["--net", "--", "nft", "-c", "-f", path_str(&file)],
+            TOOL_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "README line {line}: the {site_id} table fails `nft -c` ({}; its line N is README \
+             line {line} + N):\n{}{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+    }
+    let expected: BTreeSet<&str> = SITES.iter().map(|(_, id)| *id).collect();
+    assert_eq!(covered, expected, "one nftables table per Metz site");
+}
+
+#[test]
+fn the_keepalived_pair_passes_keepalived_config_test_in_a_fresh_namespace() {
+    require_root_and(&[
+        ("keepalived", "keepalived"),
+        ("unshare", "util-linux"),
+        ("ip", "iproute2"),
+    ]);
+    // keepalived -t fails on an interface that does not exist: a fresh namespace gets
+    // the two the files name, as a veth pair (one command makes both; container hosts
+    // always have veth, while the dummy driver is missing from some kernels).
+    let script = "ip link add lan0 type veth peer name dmz0 && exec keepalived -t -f \"$1\"";
+    for name in ["keepalived-a.conf", "keepalived-b.conf"] {
+        let file = site_dir("csu").join(name);
+        let out = run_bounded(
+            "unshare",
+            &["--net", "--", "sh", "-ec", script, "sh", path_str(&file)],
+            TOOL_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "{name} fails `keepalived -t` ({}):\n{}{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
     }
 }
 

@@ -704,8 +704,9 @@ impl Drop for Source {
 
 #[test]
 fn a_camera_with_b_frames_ends_its_session_with_the_reason_and_is_then_refused() {
-    // A Main-profile stream with B-frames (x264, 2 B-frames between P-frames), served by
-    // GStreamer as the fixtures are, under the Main fixture's mount name.
+    // A Main-profile stream with B-frames (x264, 2 B-frames between P-frames) in a
+    // Matroska file, served by GStreamer with its presentation times, as a camera sends
+    // them: the RTP timestamps of B pictures go back.
     let dir = tempfile::tempdir().expect("temp dir");
     let encoded = support::run_bounded(
         "ffmpeg",
@@ -728,21 +729,26 @@ fn a_camera_with_b_frames_ends_its_session_with_the_reason_and_is_then_refused()
             "-g",
             "50",
             "-f",
-            "h264",
-            dir.path().join("h264-main.h264").to_str().expect("utf-8"),
+            "matroska",
+            dir.path().join("h264-bframes.mkv").to_str().expect("utf-8"),
         ],
         Duration::from_secs(30),
     )
     .expect("ffmpeg runs");
     assert!(encoded.status.success(), "{}", encoded.stderr);
-    for file in ["h264-baseline.h264", "h265-main.h265", "audio.pcma"] {
+    for file in [
+        "h264-main.h264",
+        "h264-baseline.h264",
+        "h265-main.h265",
+        "audio.pcma",
+    ] {
         std::fs::copy(support::fixture(file), dir.path().join(file)).expect("fixture");
     }
     let source = Source::start(dir.path());
     let camera = "essai/b-frames";
     let (_camsim, sncf) = sncf_alone(|site| {
         site.config.push_str(&format!(
-            "\n[[camera]]\nid = \"{camera}\"\nurl = \"rtsp://127.0.0.1:{}/h264-main\"\n",
+            "\n[[camera]]\nid = \"{camera}\"\nurl = \"rtsp://127.0.0.1:{}/h264-bframes\"\n",
             source.port
         ));
     });

@@ -11,13 +11,14 @@
 //! - A viewer that starts on a keyframe it got without the parameter sets (no keyframe
 //!   cache, the in-band sets dropped while waiting) gets the camera's stored sets first.
 //! - A loss of `n` packets advances the sequence number by `n`, so the browser sees it.
-//! - The first B slice ends the session: browsers play WebRTC video in decoding order.
+//! - A picture stamped before the one sent ahead of it (B-frames) ends the session:
+//!   browsers play WebRTC video in the order it arrives.
 
 use bytes::Bytes;
 use rtc::rtp;
 
 use crate::channel::SinkEvent;
-use crate::media::{Codec, MediaPacket, StreamInfo, h26x};
+use crate::media::{Codec, MediaPacket, StreamInfo};
 
 /// The RTP version (RFC 3550 §5.1).
 const RTP_VERSION: u8 = 2;
@@ -25,10 +26,12 @@ const RTP_VERSION: u8 = 2;
 /// Why a camera's stream cannot be shown in a browser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unplayable {
-    /// The camera sends B-frames (bi-predicted pictures, displayed in another order than
-    /// decoded), which WebRTC receivers do not reorder.
+    /// The camera sends pictures in another order than they are shown (B-frames that
+    /// reference later pictures), which WebRTC receivers do not reorder. Told from the
+    /// RTP timestamps, which are presentation times: a picture stamped before the one
+    /// sent ahead of it. Low-delay B slices, which only look back, play and pass.
     #[error(
-        "this camera's {codec} stream has B-frames, which browsers cannot play over WebRTC; turn B-frames off in the camera's encoder settings"
+        "this camera's {codec} stream has B-frames (pictures sent out of display order), which browsers cannot play over WebRTC; turn B-frames off in the camera's encoder settings"
     )]
     BFrames {
         /// `H.264` or `H.265`.
@@ -44,7 +47,8 @@ pub struct Relay {
     ssrc: u32,
     next_seq: u16,
     parameter_sets: Vec<Bytes>,
-    extra_slice_header_bits: u8,
+    /// The RTP timestamp of the latest picture sent.
+    last_timestamp: Option<u32>,
     waiting_for_keyframe: bool,
     sent_parameter_sets: bool,
 }
@@ -53,21 +57,13 @@ impl Relay {
     /// A relay for a viewer of the camera described by `info`, sending `payload_type`
     /// with `ssrc`, numbering from `first_seq` (random, RFC 3550 §5.1).
     pub fn new(info: &StreamInfo, payload_type: u8, ssrc: u32, first_seq: u16) -> Relay {
-        let extra_slice_header_bits = match info.codec {
-            Codec::H264 => 0,
-            Codec::H265 => info
-                .parameter_sets
-                .iter()
-                .find_map(|nal| h26x::h265_extra_slice_header_bits(nal))
-                .unwrap_or(0),
-        };
         Relay {
             codec: info.codec,
             payload_type,
             ssrc,
             next_seq: first_seq,
             parameter_sets: info.parameter_sets.clone(),
-            extra_slice_header_bits,
+            last_timestamp: None,
             waiting_for_keyframe: true,
             sent_parameter_sets: false,
         }
@@ -114,9 +110,11 @@ impl Relay {
             }
         }
         self.sent_parameter_sets = true;
-        if h26x::slice_type(self.codec, &packet.payload, self.extra_slice_header_bits)
-            == Some(h26x::SliceType::B)
-        {
+        // Wrapping difference: RTP timestamps wrap at 2^32 (every 13 h at 90 kHz).
+        let before_last = self
+            .last_timestamp
+            .is_some_and(|last| (packet.timestamp.wrapping_sub(last) as i32) < 0);
+        if before_last {
             return Err(Unplayable::BFrames {
                 codec: match self.codec {
                     Codec::H264 => "H.264",
@@ -124,6 +122,7 @@ impl Relay {
                 },
             });
         }
+        self.last_timestamp = Some(packet.timestamp);
         self.push(packet.payload, packet.timestamp, packet.marker, out);
         Ok(())
     }
@@ -148,6 +147,7 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::h26x;
 
     const SPS: &[u8] = &[0x67, 0x4d, 0x40, 0x1e];
     const PPS: &[u8] = &[0x68, 0xeb];
@@ -245,13 +245,15 @@ mod tests {
     }
 
     #[test]
-    fn the_first_b_slice_makes_the_camera_unplayable() {
+    fn a_picture_stamped_before_the_previous_one_makes_the_camera_unplayable() {
         let mut relay = Relay::new(&info(), 96, 1, 0);
         let mut out = Vec::new();
+        // I0 P2 B1: the B picture is shown before the P picture sent ahead of it.
         for event in [
             packet(SPS, 0),
             packet(PPS, 0),
             packet(&[0x65, 0x88, 0x84], 0),
+            packet(&[0x41, 0x9a, 0x3b], 7200),
         ] {
             relay.handle(event, &mut out).unwrap();
         }
@@ -260,6 +262,25 @@ mod tests {
             .unwrap_err();
         assert_eq!(error, Unplayable::BFrames { codec: "H.264" });
         assert!(error.to_string().contains("B-frames"));
-        assert_eq!(out.len(), 3, "the B slice is not sent");
+        assert_eq!(out.len(), 4, "the reordered picture is not sent");
+    }
+
+    #[test]
+    fn low_delay_b_slices_in_display_order_play() {
+        let mut relay = Relay::new(&info(), 96, 1, 0);
+        let mut out = Vec::new();
+        // B slices (slice_type 1) that only look back: timestamps keep increasing, as
+        // they do across a wrap of the 32-bit RTP clock.
+        for event in [
+            packet(SPS, u32::MAX - 3600),
+            packet(PPS, u32::MAX - 3600),
+            packet(&[0x65, 0x88, 0x84], u32::MAX - 3600),
+            packet(&[0x01, 0x9c], u32::MAX - 3600),
+            packet(&[0x01, 0x9c], 3599),
+            packet(&[0x01, 0x9c], 7199),
+        ] {
+            relay.handle(event, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 6);
     }
 }

@@ -8,6 +8,9 @@ Started by tests/support/mod.rs (`RtspSource`), never by hand in CI.
 Mounts (each client gets its own pipeline, starting at the first IDR):
   /h264-main, /h264-baseline, /h265-main          video only
   /h264-main-audio, /h265-main-audio              video + G.711 A-law audio (PCMA/8000)
+  /h264-bframes   when DIR holds h264-bframes.mkv: played once from its container,
+                  so pictures keep their presentation times (B-frames go out of order
+                  as a real camera's do; a raw stream has no such times)
 
 Usage: rtsp_source.py --fixtures DIR --ready-file FILE [--port N]
 Once listening it writes {"port": N} to FILE (atomically, by rename).
@@ -118,6 +121,13 @@ class Feeder:
         appsrc.emit("push-buffer", buf)
 
 
+def container_launch_line(path):
+    return (
+        f'( filesrc location="{path}" ! matroskademux ! h264parse '
+        "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    )
+
+
 class Factory(GstRtspServer.RTSPMediaFactory):
     def __init__(self, units, codec, audio, pcma):
         super().__init__()
@@ -159,6 +169,12 @@ def main():
                 continue
             factory = Factory(units[name], VIDEO[name][1], audio, pcma)
             mounts.add_factory("/" + name + ("-audio" if audio else ""), factory)
+    bframes = os.path.join(args.fixtures, "h264-bframes.mkv")
+    if os.path.exists(bframes):
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(container_launch_line(bframes))
+        factory.set_shared(False)
+        mounts.add_factory("/h264-bframes", factory)
 
     if server.attach(None) == 0:
         print("rtsp_source: could not listen", file=sys.stderr)

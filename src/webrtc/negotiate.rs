@@ -113,13 +113,27 @@ pub fn offered_video(sdp: &str) -> Result<Vec<OfferedCodec>, OfferError> {
     if !found_video {
         return Err(OfferError::NoVideo);
     }
+    // Tables by payload type, so a hostile offer of thousands of lines costs linear time:
+    // the first fmtp line of each type, and each type's first place on the m-line.
+    let mut fmtp_of: [Option<usize>; 256] = [None; 256];
+    for (index, (pt, _)) in fmtps.iter().enumerate() {
+        fmtp_of[usize::from(*pt)].get_or_insert(index);
+    }
+    let mut rank: [Option<usize>; 256] = [None; 256];
+    for (place, pt) in order.iter().enumerate() {
+        rank[usize::from(*pt)].get_or_insert(place);
+    }
+    let mut seen = [false; 256];
+    codecs.retain(|c| {
+        let pt = usize::from(c.payload_type);
+        rank[pt].is_some() && !std::mem::replace(&mut seen[pt], true)
+    });
     for codec in &mut codecs {
-        if let Some((_, params)) = fmtps.iter().find(|(pt, _)| *pt == codec.payload_type) {
-            codec.fmtp.clone_from(params);
+        if let Some(index) = fmtp_of[usize::from(codec.payload_type)] {
+            codec.fmtp.clone_from(&fmtps[index].1);
         }
     }
-    codecs.retain(|c| order.contains(&c.payload_type));
-    codecs.sort_by_key(|c| order.iter().position(|pt| *pt == c.payload_type));
+    codecs.sort_by_key(|c| rank[usize::from(c.payload_type)]);
     Ok(codecs)
 }
 
@@ -514,6 +528,25 @@ a=rtpmap:118 red/90000\r\n";
                 fmtp: "profile-id=1".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_hostile_offer_keeps_each_payload_type_once_with_its_first_fmtp() {
+        let mut sdp = String::from("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF");
+        for i in 0..10_000 {
+            sdp.push_str(&format!(" {}", 96 + i % 8));
+        }
+        sdp.push_str("\r\n");
+        for i in 0..1_400 {
+            let pt = 96 + i % 8;
+            sdp.push_str(&format!(
+                "a=rtpmap:{pt} H264/90000\r\na=fmtp:{pt} packetization-mode=1;n={i}\r\n"
+            ));
+        }
+        let offered = offered_video(&sdp).unwrap();
+        let pts: Vec<u8> = offered.iter().map(|c| c.payload_type).collect();
+        assert_eq!(pts, (96..104).collect::<Vec<u8>>());
+        assert_eq!(offered[0].fmtp, "packetization-mode=1;n=0");
     }
 
     #[test]

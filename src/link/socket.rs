@@ -306,9 +306,13 @@ mod linux {
         ) -> io::Result<()> {
             let destination = socket2::SockAddr::from(transmit.destination);
             let ipv4 = super::via_ipv4(transmit.destination);
+            let mut with_tos = !self.tos_refused.load(Ordering::Relaxed);
+            // Set while retrying an EINVAL without the TOS message: only if that retry
+            // succeeds was the message the cause (a stale source address gives EINVAL too).
+            let mut tos_suspected = false;
             loop {
                 let mut control = Control::new();
-                if !self.tos_refused.load(Ordering::Relaxed) {
+                if with_tos {
                     let ecn = transmit.ecn.map_or(0, |ecn| ecn as u8);
                     let value = i32::from(tos | (ecn & 0b11)).to_ne_bytes();
                     if ipv4 {
@@ -343,7 +347,15 @@ mod linux {
                     .with_buffers(&buffers)
                     .with_control(control.bytes());
                 let error = match socket2::SockRef::from(io).sendmsg(&message, 0) {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => {
+                        if tos_suspected {
+                            tracing::info!(
+                                "sendmsg refused the TOS control message: the socket's mark is used, without ECN"
+                            );
+                            self.tos_refused.store(true, Ordering::Relaxed);
+                        }
+                        return Ok(());
+                    }
                     Err(error) => error,
                 };
                 match error.raw_os_error() {
@@ -356,9 +368,9 @@ mod linux {
                             .chunks(size)
                             .try_for_each(|chunk| self.send_one(io, tos, transmit, chunk, None));
                     }
-                    Some(EINVAL) if !self.tos_refused.load(Ordering::Relaxed) => {
-                        tracing::info!(%error, "sendmsg refused the TOS control message: the socket's mark is used, without ECN");
-                        self.tos_refused.store(true, Ordering::Relaxed);
+                    Some(EINVAL) if with_tos => {
+                        with_tos = false;
+                        tos_suspected = true;
                     }
                     _ => return Err(error),
                 }

@@ -1157,10 +1157,12 @@ function statusPage(fragment) {
     }
   }
 
+  // The new tab gets a copy of this tab's sessionStorage (a same-origin window.open
+  // without noopener), so the token never goes into a URL, where the browser's history
+  // would keep it; the opener link is cut once the tab exists.
   function openInNewTab(href) {
-    const token = tokens.get();
-    const url = token ? `${href}#token=${encodeURIComponent(token)}` : href;
-    window.open(url, '_blank', 'noopener');
+    const opened = window.open(href, '_blank');
+    if (opened) opened.opener = null;
   }
 
   const observer = new IntersectionObserver(

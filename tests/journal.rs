@@ -439,6 +439,46 @@ fn show_and_export_read_the_register_back() {
     );
 }
 
+/// The watchdog's view: a journal whose ticks stopped (nothing runs it, as when an fsync
+/// hangs) is stuck after ten tick intervals, and ticking again clears it.
+#[tokio::test]
+async fn a_journal_without_ticks_is_stuck_until_it_ticks_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = JournalSettings {
+        tick_interval: Duration::from_millis(20),
+        ..JournalSettings::new(dir.path(), 180)
+    };
+    let j = Journal::open(
+        settings,
+        Keys::new().signing(),
+        Arc::new(journal::SystemClock),
+    )
+    .unwrap();
+    assert!(!j.stuck(), "just opened");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !j.stuck() {
+        assert!(tokio::time::Instant::now() < deadline, "never stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(j.clone().run(async {
+        let _ = rx.await;
+    }));
+    while j.stuck() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still stuck while it ticks"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run stops")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn run_closes_with_a_checkpoint_when_shutdown_completes() {
     let dir = tempfile::tempdir().unwrap();

@@ -313,6 +313,11 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
                 "journal",
                 journal_task.as_ref().is_some_and(|task| task.is_finished()),
             ),
+            // A hung fsync never ends the task: it stops its ticks.
+            (
+                "journal (stuck)",
+                journal.as_ref().is_some_and(Journal::stuck),
+            ),
         ]
         .into_iter()
         .find_map(|(task, ended)| ended.then_some(task))

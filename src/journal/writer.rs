@@ -177,6 +177,8 @@ struct Inner {
     writable: AtomicBool,
     write_failures: AtomicU64,
     checkpoints: watch::Sender<Option<Checkpoint>>,
+    /// When [`Journal::run`]'s last tick (flush, rotation, checkpoint) finished.
+    last_tick: Mutex<std::time::Instant>,
 }
 
 struct State {
@@ -362,6 +364,7 @@ impl Journal {
                 writable: AtomicBool::new(true),
                 write_failures: AtomicU64::new(0),
                 checkpoints,
+                last_tick: Mutex::new(std::time::Instant::now()),
             }),
         };
         if resume.is_none() {
@@ -391,6 +394,19 @@ impl Journal {
     /// false, new viewing sessions are refused.
     pub fn writable(&self) -> bool {
         self.inner.writable.load(Ordering::Relaxed)
+    }
+
+    /// Whether [`Journal::run`] is stuck: no tick has finished for ten tick intervals
+    /// (10 s by default), as when an fsync hangs on a failing disk. The service's
+    /// watchdog stops being fed then, so systemd restarts it.
+    pub fn stuck(&self) -> bool {
+        let since = self
+            .inner
+            .last_tick
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        since > self.inner.settings.tick_interval * 10
     }
 
     /// Records that could not be written or were refused for a full disk since open
@@ -561,7 +577,13 @@ impl Journal {
                 _ = interval.tick() => {
                     let journal = self.clone();
                     match tokio::task::spawn_blocking(move || journal.tick()).await {
-                        Ok(_) => {}
+                        Ok(_) => {
+                            *self
+                                .inner
+                                .last_tick
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner) = std::time::Instant::now();
+                        }
                         Err(_) => return Err(JournalError::Panicked),
                     }
                 }

@@ -15,7 +15,7 @@ use passerelle::demo::{CSU_OPERATOR_TOKEN, MetzKit, SNCF};
 use serde_json::Value;
 use support::browser::{Browser, Page, failure_screenshot_path};
 use support::metz::{Chain, loopback_listeners, start_site};
-use support::{Gateway, http_request};
+use support::Gateway;
 
 /// The bound of every wait on a page.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -458,24 +458,12 @@ fn an_on_request_camera_plays_once_an_intervention_names_it() {
     );
     assert_eq!(shown["disabled"], false, "{shown}");
 
-    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
-    let body = serde_json::json!({
-        "reason": "Malaise voyageur quai 1",
-        "cameras": ["sncf/metz-ville/**"],
-        "until": until,
-    })
-    .to_string();
-    let bearer = format!("Bearer {CSU_OPERATOR_TOKEN}");
-    let opened = http_request(
-        chain.csu.addr("http"),
-        "POST",
-        "/api/v1/interventions",
-        &[("Authorization", bearer.as_str())],
-        Some(&body),
-        PAGE_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(opened.status, 201, "{}", opened.body);
+    support::open_intervention(
+        &chain.csu,
+        CSU_OPERATOR_TOKEN,
+        "Malaise voyageur quai 1",
+        &["sncf/metz-ville/**"],
+    );
 
     page.evaluate("document.getElementById('play').click()");
     let first = wait_until_playing(&mut page);

@@ -334,23 +334,12 @@ fn an_on_request_camera_needs_an_agents_open_intervention_whose_reason_reaches_t
     .expect("live grant");
 
     // The agent opens an intervention with its bearer token.
-    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
-    let body = format!(
-        r#"{{"reason":"rixe sur le parvis de la gare","cameras":["sncf/metz-ville/**"],"until":"{until}"}}"#
+    let id = support::open_intervention(
+        &csu,
+        passerelle::demo::CSU_OPERATOR_TOKEN,
+        "rixe sur le parvis de la gare",
+        &["sncf/metz-ville/**"],
     );
-    let bearer = format!("Bearer {}", passerelle::demo::CSU_OPERATOR_TOKEN);
-    let opened = support::http_request(
-        csu.addr("http"),
-        "POST",
-        "/api/v1/interventions",
-        &[("Authorization", &bearer)],
-        Some(&body),
-        Duration::from_secs(5),
-    )
-    .expect("POST");
-    assert_eq!(opened.status, 201, "{}", opened.body);
-    let intervention: serde_json::Value = serde_json::from_str(&opened.body).expect("json");
-    let id = intervention["id"].as_str().expect("id").to_owned();
 
     let report = ffprobe_count_frames(
         &operator("sncf/metz-ville/quai-1"),

@@ -466,24 +466,13 @@ fn an_on_request_restriction_travels_on_and_the_ccor_agents_reason_reaches_the_s
     assert!(sessions_opened(&topology.sncf, "metz-ville/quai-1").is_empty());
 
     // The CCOR agent opens an intervention at its own site.
-    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
     let reason = "colis suspect quai 1";
-    let body = format!(
-        r#"{{"reason":"{reason}","cameras":["csu/sncf/metz-ville/**"],"until":"{until}"}}"#
+    let id = support::open_intervention(
+        &topology.ccor,
+        passerelle::demo::CCOR_AGENT_TOKEN,
+        reason,
+        &["csu/sncf/metz-ville/**"],
     );
-    let bearer = format!("Bearer {}", passerelle::demo::CCOR_AGENT_TOKEN);
-    let opened = support::http_request(
-        topology.ccor.addr("http"),
-        "POST",
-        "/api/v1/interventions",
-        &[("Authorization", &bearer)],
-        Some(&body),
-        Duration::from_secs(5),
-    )
-    .expect("POST");
-    assert_eq!(opened.status, 201, "{}", opened.body);
-    let intervention: serde_json::Value = serde_json::from_str(&opened.body).expect("json");
-    let id = intervention["id"].as_str().expect("id").to_owned();
 
     let report = ffprobe_count_frames(
         &url(&topology.ccor, CCOR_AGENT, camera),

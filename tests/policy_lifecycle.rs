@@ -106,6 +106,41 @@ impl Site {
         self.root.join("etc/policy/policy.toml")
     }
 
+    /// `policy install` of `incoming` now, k = 1, without the stored serial state.
+    fn install_now(
+        &self,
+        incoming: &Path,
+        trusted: &[TrustedKey],
+    ) -> Result<passerelle::policy::Installed, InstallError> {
+        install(
+            incoming,
+            &self.configured(),
+            trusted,
+            1,
+            &site(),
+            None,
+            now(),
+        )
+    }
+
+    /// As [`Site::install_now`], checked against the gateway's stored serial state.
+    fn install_over_state(
+        &self,
+        incoming: &Path,
+        trusted: &[TrustedKey],
+    ) -> Result<passerelle::policy::Installed, InstallError> {
+        let state = self.state();
+        install(
+            incoming,
+            &self.configured(),
+            trusted,
+            1,
+            &site(),
+            state.as_ref(),
+            now(),
+        )
+    }
+
     fn state_dir(&self) -> PathBuf {
         self.root.join("state")
     }
@@ -680,15 +715,7 @@ fn another_sites_policy_is_refused() {
     let incoming = s.dir("incoming");
     tool_write(&s, &incoming, &text, &["a"]);
     assert_eq!(
-        install_reason(install(
-            &incoming,
-            &s.configured(),
-            &trusted,
-            1,
-            &site(),
-            None,
-            now()
-        )),
+        install_reason(s.install_now(&incoming, &trusted)),
         "wrong_site"
     );
 }
@@ -771,16 +798,7 @@ fn install_refuses_a_policy_not_in_force_and_leaves_the_installed_one() {
     let trusted = [key.trusted_key().unwrap()];
     let incoming = s.dir("incoming");
     lib_write(&incoming, &policy(1), &[&key]);
-    install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        None,
-        now(),
-    )
-    .unwrap();
+    s.install_now(&incoming, &trusted).unwrap();
     let before = snapshot(&s.root.join("etc"));
 
     for (text, want) in [
@@ -794,15 +812,7 @@ fn install_refuses_a_policy_not_in_force_and_leaves_the_installed_one() {
         ),
     ] {
         lib_write(&incoming, &text, &[&key]);
-        let result = install(
-            &incoming,
-            &s.configured(),
-            &trusted,
-            1,
-            &site(),
-            None,
-            now(),
-        );
+        let result = s.install_now(&incoming, &trusted);
         assert!(
             matches!(result, Err(InstallError::NotInForce { serial: 2, .. })),
             "{want}"
@@ -820,44 +830,18 @@ fn install_refuses_a_rollback_and_leaves_the_installed_policy_untouched() {
     let incoming = s.dir("incoming");
 
     lib_write(&incoming, &policy(5), &[&key]);
-    install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        None,
-        now(),
-    )
-    .unwrap();
+    s.install_now(&incoming, &trusted).unwrap();
     let mut gateway = s.store();
     gateway
         .load_or_refuse(&s.configured(), &trusted, 1, &site(), now())
         .unwrap();
     lib_write(&incoming, &policy(6), &[&key]);
-    install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        None,
-        now(),
-    )
-    .unwrap();
+    s.install_now(&incoming, &trusted).unwrap();
     let before = snapshot(&s.root.join("etc"));
 
     // Below the stored state (5): refused as a reload would.
     lib_write(&incoming, &policy(4), &[&key]);
-    let result = install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        s.state().as_ref(),
-        now(),
-    );
+    let result = s.install_over_state(&incoming, &trusted);
     assert!(
         matches!(
             result,
@@ -876,26 +860,10 @@ fn install_refuses_a_rollback_and_leaves_the_installed_policy_untouched() {
         &policy_text(SITE, 5, FROM, UNTIL, "other"),
         &[&key],
     );
-    let result = install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        s.state().as_ref(),
-        now(),
-    );
+    let result = s.install_over_state(&incoming, &trusted);
     assert_eq!(install_reason(result), "serial_reuse", "5 with other bytes");
     lib_write(&incoming, &policy(5), &[&key]);
-    let result = install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        s.state().as_ref(),
-        now(),
-    );
+    let result = s.install_over_state(&incoming, &trusted);
     assert!(
         matches!(
             result,
@@ -932,15 +900,7 @@ fn install_converts_a_plain_directory_and_keeps_two_versions() {
     let before = snapshot(&etc);
     let incoming = s.dir("incoming");
     lib_write(&incoming, &policy(2), &[&key]);
-    let result = install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        None,
-        now(),
-    );
+    let result = s.install_now(&incoming, &trusted);
     match &result {
         Err(InstallError::UnsupportedLayout {
             problem: LayoutProblem::ForeignFiles(names),
@@ -952,16 +912,7 @@ fn install_converts_a_plain_directory_and_keeps_two_versions() {
     fs::remove_file(configured_dir.join("notes.txt")).unwrap();
 
     // First install: the plain directory is moved aside and replaced by the symlink.
-    let installed = install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        None,
-        now(),
-    )
-    .unwrap();
+    let installed = s.install_now(&incoming, &trusted).unwrap();
     assert!(installed.converted && installed.changed);
     assert!(
         fs::symlink_metadata(&configured_dir)
@@ -991,43 +942,15 @@ fn install_converts_a_plain_directory_and_keeps_two_versions() {
     );
 
     // The same files again: nothing to do.
-    let again = install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        None,
-        now(),
-    )
-    .unwrap();
+    let again = s.install_now(&incoming, &trusted).unwrap();
     assert!(!again.changed);
     assert_eq!(fs::read_link(&configured_dir).unwrap(), Path::new(&v2_name));
 
     // Two more: the current and the previous versions are kept, older ones removed.
     lib_write(&incoming, &policy(3), &[&key]);
-    let v3 = install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        None,
-        now(),
-    )
-    .unwrap()
-    .version_dir;
+    let v3 = s.install_now(&incoming, &trusted).unwrap().version_dir;
     lib_write(&incoming, &policy(4), &[&key]);
-    let installed = install(
-        &incoming,
-        &s.configured(),
-        &trusted,
-        1,
-        &site(),
-        None,
-        now(),
-    )
-    .unwrap();
+    let installed = s.install_now(&incoming, &trusted).unwrap();
     assert_eq!(installed.previous.as_deref(), Some(v3.as_path()));
     assert!(!v2.exists(), "v2 removed");
     assert!(v3.is_dir() && installed.version_dir.is_dir() && original.is_dir());

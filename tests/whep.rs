@@ -386,21 +386,12 @@ fn refusals_are_clear_and_an_on_request_camera_plays_once_an_intervention_gives_
     });
 
     // The agent opens an intervention with its bearer token.
-    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
-    let body = format!(
-        r#"{{"reason":"malaise voyageur quai 1","cameras":["sncf/metz-ville/**"],"until":"{until}"}}"#
+    let intervention = support::open_intervention(
+        csu,
+        CSU_OPERATOR_TOKEN,
+        "malaise voyageur quai 1",
+        &["sncf/metz-ville/**"],
     );
-    let opened = rt
-        .block_on(request(
-            http,
-            "POST",
-            "/api/v1/interventions",
-            Some(CSU_OPERATOR_TOKEN),
-            Some(("application/json", &body)),
-        ))
-        .expect("POST");
-    assert_eq!(opened.status, 201, "{}", opened.body);
-    let intervention = json(&opened)["id"].as_str().expect("id").to_owned();
 
     rt.block_on(async {
         let viewer = connect(csu, quai, CSU_OPERATOR_TOKEN, &chromium)

@@ -992,6 +992,26 @@ pub fn http_request(
     parse_http_response(&raw).map_err(|e| format!("{method} {path} on {addr}: {e}"))
 }
 
+/// Opens a one-hour intervention on `gateway`'s `[http]` listener with an agent's bearer
+/// `token` (`POST /api/v1/interventions`); asserts `201` and returns the intervention's id.
+pub fn open_intervention(gateway: &Gateway, token: &str, reason: &str, cameras: &[&str]) -> String {
+    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
+    let body = serde_json::json!({ "reason": reason, "cameras": cameras, "until": until });
+    let bearer = format!("Bearer {token}");
+    let opened = http_request(
+        gateway.addr("http"),
+        "POST",
+        "/api/v1/interventions",
+        &[("Authorization", bearer.as_str())],
+        Some(&body.to_string()),
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    let opened: serde_json::Value = serde_json::from_str(&opened.body).expect("JSON");
+    opened["id"].as_str().expect("an id").to_owned()
+}
+
 /// Parses a whole HTTP/1.1 response (`Content-Length`, chunked, or until close).
 pub fn parse_http_response(raw: &[u8]) -> Result<HttpResponse, String> {
     let split = raw

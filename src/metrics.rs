@@ -170,3 +170,21 @@ fn describe() {
         "RTSP connections refused at the connection limit."
     );
 }
+
+/// Holds one unit of a gauge for its lifetime (a viewer, a connection): incremented when
+/// made, decremented when dropped, so every exit path counts down.
+pub struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` until the guard is dropped.
+    pub fn new(gauge: metrics::Gauge) -> GaugeGuard {
+        gauge.increment(1.0);
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use passerelle::demo::{CSU_OPERATOR_TOKEN, MetzKit, SNCF};
 use serde_json::Value;
+use support::Gateway;
 use support::browser::{Browser, Page, failure_screenshot_path};
 use support::metz::{Chain, loopback_listeners, start_site};
-use support::Gateway;
 
 /// The bound of every wait on a page.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(30);

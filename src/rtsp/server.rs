@@ -38,6 +38,7 @@ use super::{CameraDirectory, RtspSettings, RtspUser, ViewRefusal, Viewer, sdp};
 use crate::channel::{Channel, SinkEvent, SinkLabel, Subscription};
 use crate::ids::CameraId;
 use crate::media::StreamInfo;
+use crate::metrics::GaugeGuard;
 use crate::policy::AgentKind;
 
 /// How long PLAY waits for a track's first packet so that `RTP-Info` carries its
@@ -766,22 +767,6 @@ fn method_label(req: &RawRequest) -> &'static str {
         Method::Redirect => "REDIRECT",
         Method::PlayNotify => "PLAY_NOTIFY",
         Method::Extension(_) => "other",
-    }
-}
-
-/// Increments a gauge for as long as it lives.
-struct GaugeGuard(metrics::Gauge);
-
-impl GaugeGuard {
-    fn new(gauge: metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        GaugeGuard(gauge)
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
     }
 }
 

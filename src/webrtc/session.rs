@@ -44,6 +44,7 @@ use super::relay::{Relay, Unplayable};
 use super::{SessionEntry, SessionState, Shared};
 use crate::channel::{Channel, SinkLabel};
 use crate::media::{Codec, StreamInfo};
+use crate::metrics::GaugeGuard;
 use crate::viewing::CameraDirectory;
 
 /// Packets kept for retransmission on NACK, per viewer: about 1.4 s of a 1.5 Mbit/s
@@ -464,22 +465,6 @@ async fn play(
 fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let packet = packet.as_any();
     packet.is::<PictureLossIndication>() || packet.is::<FullIntraRequest>()
-}
-
-/// Increments a gauge for its lifetime.
-struct GaugeGuard(metrics::Gauge);
-
-impl GaugeGuard {
-    fn new(gauge: metrics::Gauge) -> GaugeGuard {
-        gauge.increment(1.0);
-        GaugeGuard(gauge)
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
 }
 
 /// The connection's events, as watch values the session reads.

@@ -621,3 +621,47 @@ fn the_url_printed_by_the_demo_shows_the_cameras_playing() {
         "the token stays in the address bar: {address}"
     );
 }
+
+/// A camera opened in a new tab from the status page (middle click on its tile) plays
+/// there with the operator's token, which never goes into the new tab's address.
+#[test]
+fn a_camera_opened_in_a_new_tab_plays_without_the_token_in_its_address() {
+    let chain = Chain::start(&[]);
+    let browser = Browser::launch();
+    let mut page = browser.open(&page_url(&chain.csu, "/", CSU_OPERATOR_TOKEN));
+    let quai = format!("sncf/{CAMERA}");
+    let at = page
+        .wait_for(
+            &format!(
+                "(() => {{ const a = document.querySelector('li.tile[data-camera=\"{quai}\"] a.tile-id');
+                    if (!a) return null;
+                    const r = a.getBoundingClientRect();
+                    return {{ x: r.left + r.width / 2, y: r.top + r.height / 2 }}; }})()"
+            ),
+            PAGE_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("no tile link for {quai}: {e}"));
+    page.middle_click(at["x"].as_f64().expect("x"), at["y"].as_f64().expect("y"))
+        .expect("click");
+    let mut tab = browser
+        .attach(&format!("/view/{quai}"), PAGE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the tile opened no tab: {e}"));
+    let stats = tab
+        .wait_for(
+            "(() => { const s = window.passerelleStats;
+                return s && s.framesDecoded > 0 ? s : null; })()",
+            PLAY_TIMEOUT,
+        )
+        .unwrap_or_else(|e| {
+            let last = tab.try_evaluate("window.passerelleStats");
+            panic!("the new tab does not play: {e}\npasserelleStats: {last:?}")
+        });
+    println!("new tab: {stats}");
+    // The address the tab was opened at, before the page could rewrite it.
+    let opened_at = tab.evaluate("performance.getEntriesByType('navigation')[0].name");
+    println!("new tab opened at {opened_at}");
+    assert!(
+        !opened_at.as_str().unwrap_or("token").contains("token"),
+        "the token was in the new tab's address: {opened_at}"
+    );
+}

@@ -182,6 +182,41 @@ impl Browser {
         page.goto(url)?;
         Ok(page)
     }
+
+    /// Connects to a tab the pages opened themselves (`window.open`), the first whose
+    /// address contains `url_part`, waiting for it up to `timeout`.
+    pub fn attach(&self, url_part: &str, timeout: Duration) -> Result<Page, String> {
+        let deadline = Instant::now() + timeout;
+        let ws_url = loop {
+            let targets = get_json(self.devtools_addr(), "/json/list")?;
+            let found = targets
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| {
+                    t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.contains(url_part))
+                })
+                .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned));
+            if let Some(ws_url) = found {
+                break ws_url;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no tab at {url_part} within {timeout:?}: {targets}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        let mut page = Page {
+            cdp: Cdp::connect(self.devtools_addr(), &ws_url)?,
+            log: Vec::new(),
+            loaded: true,
+        };
+        for domain in ["Runtime", "Page", "Log"] {
+            page.call(&format!("{domain}.enable"), json!({}))?;
+        }
+        Ok(page)
+    }
 }
 
 impl Drop for Browser {
@@ -242,6 +277,18 @@ impl Page {
 
     /// Evaluates `js` (awaiting a promise) and returns its value; panics with the page's
     /// console if it throws.
+    /// A real middle click at (`x`, `y`) in CSS pixels: input the page sees as the user's
+    /// (it may open a tab, which synthetic events may not).
+    pub fn middle_click(&mut self, x: f64, y: f64) -> Result<(), String> {
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({ "type": kind, "x": x, "y": y, "button": "middle", "clickCount": 1 }),
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn evaluate(&mut self, js: &str) -> Value {
         self.try_evaluate(js)
             .unwrap_or_else(|e| panic!("{e}\nconsole:\n{}", self.console_text()))

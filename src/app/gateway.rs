@@ -438,20 +438,23 @@ impl Gateway {
     /// Every camera this site can show, for the status API: its own, then those the
     /// partners' catalogs list and we import, in id order.
     pub fn camera_views(&self) -> Vec<CameraView> {
-        let partners: Vec<SiteId> = self
+        // Each partner and whether its link is up, read once for the whole list.
+        let links: HashMap<SiteId, bool> = self
             .link
             .get()
             .map(LinkHandle::status)
             .unwrap_or_default()
             .into_iter()
-            .map(|status| status.partner)
+            .map(|status| (status.partner, status.connected))
             .collect();
         let shared_with = |camera: &CameraId| -> Vec<String> {
-            partners
-                .iter()
+            let mut partners: Vec<String> = links
+                .keys()
                 .filter(|partner| self.decide(partner, camera, None).is_ok())
                 .map(ToString::to_string)
-                .collect()
+                .collect();
+            partners.sort();
+            partners
         };
         let codec = |channel: Option<&Channel>| {
             channel
@@ -472,21 +475,13 @@ impl Gateway {
                 on_request: false,
             })
             .collect();
-        let connected: HashMap<SiteId, bool> = self
-            .link
-            .get()
-            .map(LinkHandle::status)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|status| (status.partner, status.connected))
-            .collect();
         let catalogs = lock(&self.catalogs).clone();
         let imported = lock(&self.imported).clone();
         for (partner, cameras) in &catalogs {
             let Some(rule) = self.imports.get(partner) else {
                 continue;
             };
-            let up = connected.get(partner).copied().unwrap_or(false);
+            let up = links.get(partner).copied().unwrap_or(false);
             for camera in cameras {
                 if !rule.patterns.iter().any(|p| p.matches(&camera.id)) {
                     continue;
